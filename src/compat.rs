@@ -1,0 +1,268 @@
+//! Theater-compatible names, so code written against Theater's single-task
+//! `MessageRouter` moves over with few edits.
+//!
+//! | Theater | here |
+//! |---|---|
+//! | `MessageRouter::new()` | [`MessageRouter::new`] (sharded underneath) |
+//! | `register_actor(id, mailbox_tx).await` | [`MessageRouter::register_actor`] |
+//! | `unregister_actor(id).await` | [`MessageRouter::unregister_actor`] |
+//! | `route_message(MessageCommand::SendMessage { .. }).await` | [`MessageRouter::route_message`] |
+//! | `tokio::sync::oneshot::channel()` | [`oneshot`] (runtime-agnostic) |
+//!
+//! ```
+//! use sharded_router::compat::{oneshot, MessageCommand, MessageRouter};
+//! use sharded_router::{ActorId, ActorMessage};
+//!
+//! # futures_executor::block_on(async {
+//! let router = MessageRouter::new();
+//! let (mailbox_tx, mailbox) = router.mailbox();
+//! let id = ActorId::new();
+//! router.register_actor(id, mailbox_tx).await.unwrap();
+//!
+//! let (response_tx, response_rx) = oneshot();
+//! router
+//!     .route_message(MessageCommand::SendMessage {
+//!         target_id: id,
+//!         message: ActorMessage::Send { data: b"hi".to_vec() },
+//!         response_tx,
+//!     })
+//!     .await
+//!     .unwrap();
+//! assert!(response_rx.await.unwrap().is_ok());
+//! assert_eq!(mailbox.recv().unwrap().data(), b"hi");
+//! # });
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{RegisterError, SendError, SendErrorKind, UnregisterError};
+use crate::ids::ActorId;
+use crate::mailbox::{Mailbox, MailboxSender};
+use crate::message::ActorMessage;
+use crate::router::Router;
+use crate::sync::{Arc, Condvar, Mutex};
+
+/// The outcome of routing one message, as delivered on a command's `response_tx`.
+pub type RouteResult = Result<(), SendError<ActorMessage>>;
+
+/// Commands understood by [`MessageRouter::route_message`].
+#[non_exhaustive]
+pub enum MessageCommand {
+    /// Route `message` to `target_id`; the outcome goes to `response_tx`.
+    SendMessage {
+        /// The recipient.
+        target_id: ActorId,
+        /// The message, as the actor will receive it.
+        message: ActorMessage,
+        /// Receives the routing outcome.
+        response_tx: ResponseSender<RouteResult>,
+    },
+}
+
+impl fmt::Debug for MessageCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SendMessage { target_id, message, .. } => f
+                .debug_struct("SendMessage")
+                .field("target_id", target_id)
+                .field("message", message)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Theater's `MessageRouter`, backed by a sharded [`Router`].
+#[derive(Clone, Debug)]
+pub struct MessageRouter {
+    router: Router,
+}
+
+impl MessageRouter {
+    /// A router with the default configuration.
+    ///
+    /// # Panics
+    /// If the operating system refuses to spawn the shard threads (as
+    /// `std::thread::spawn` does); use [`Router::builder`] to handle that error.
+    #[must_use]
+    pub fn new() -> Self {
+        match Router::new() {
+            Ok(router) => Self { router },
+            Err(e) => panic!("sharded-router: {e}"),
+        }
+    }
+
+    /// Wraps an existing router.
+    #[must_use]
+    pub fn from_router(router: Router) -> Self {
+        Self { router }
+    }
+
+    /// The underlying router.
+    #[must_use]
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// A mailbox with the router's configured capacity.
+    #[must_use]
+    pub fn mailbox(&self) -> (MailboxSender, Mailbox) {
+        self.router.mailbox()
+    }
+
+    /// Registers an actor's mailbox.
+    ///
+    /// # Errors
+    /// As for [`Router::register`].
+    pub async fn register_actor(
+        &self,
+        actor_id: ActorId,
+        mailbox_tx: MailboxSender,
+    ) -> Result<(), RegisterError> {
+        self.router.register(actor_id, mailbox_tx)
+    }
+
+    /// Unregisters an actor.
+    ///
+    /// # Errors
+    /// As for [`Router::unregister`].
+    pub async fn unregister_actor(&self, actor_id: ActorId) -> Result<(), UnregisterError> {
+        self.router.unregister(actor_id)
+    }
+
+    /// Routes a command. Never waits on a mailbox: the outcome is sent on the
+    /// command's `response_tx` and its kind is also returned.
+    ///
+    /// # Errors
+    /// The [`SendErrorKind`] when the message could not be routed.
+    pub async fn route_message(&self, command: MessageCommand) -> Result<(), SendErrorKind> {
+        match command {
+            MessageCommand::SendMessage { target_id, message, response_tx } => {
+                let outcome = self.router.deliver(target_id, message);
+                let kind = outcome.as_ref().map_err(SendError::kind).copied();
+                response_tx.send(outcome);
+                kind
+            }
+        }
+    }
+}
+
+impl Default for MessageRouter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct OneshotState<T> {
+    value: Option<T>,
+    sender_gone: bool,
+    waker: Option<Waker>,
+}
+
+struct Oneshot<T> {
+    state: Mutex<OneshotState<T>>,
+    ready: Condvar,
+}
+
+/// A runtime-agnostic one-shot channel, standing in for `tokio::sync::oneshot`.
+#[must_use]
+pub fn oneshot<T>() -> (ResponseSender<T>, ResponseReceiver<T>) {
+    let shared = Arc::new(Oneshot {
+        state: Mutex::new(OneshotState { value: None, sender_gone: false, waker: None }),
+        ready: Condvar::new(),
+    });
+    (ResponseSender { shared: Arc::clone(&shared) }, ResponseReceiver { shared })
+}
+
+/// The sending half of [`oneshot`].
+pub struct ResponseSender<T> {
+    shared: Arc<Oneshot<T>>,
+}
+
+impl<T> ResponseSender<T> {
+    /// Sends the value (consuming the sender). A value nobody receives is dropped.
+    pub fn send(self, value: T) {
+        self.shared.state.lock().value = Some(value);
+        // `Drop` wakes the receiver.
+    }
+}
+
+impl<T> Drop for ResponseSender<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.shared.state.lock();
+            state.sender_gone = true;
+            state.waker.take()
+        };
+        self.shared.ready.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for ResponseSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseSender").finish_non_exhaustive()
+    }
+}
+
+/// The sender of a [`oneshot`] was dropped without sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Canceled;
+
+impl fmt::Display for Canceled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the response sender was dropped without sending")
+    }
+}
+
+impl std::error::Error for Canceled {}
+
+/// The receiving half of [`oneshot`]; await it, or call [`recv`](Self::recv).
+pub struct ResponseReceiver<T> {
+    shared: Arc<Oneshot<T>>,
+}
+
+impl<T> ResponseReceiver<T> {
+    /// Blocks until the value arrives or the sender is dropped.
+    ///
+    /// # Errors
+    /// [`Canceled`] if the sender was dropped without sending.
+    pub fn recv(self) -> Result<T, Canceled> {
+        let mut state = self.shared.state.lock();
+        loop {
+            if let Some(v) = state.value.take() {
+                return Ok(v);
+            }
+            if state.sender_gone {
+                return Err(Canceled);
+            }
+            self.shared.ready.wait(&mut state);
+        }
+    }
+}
+
+impl<T> Future for ResponseReceiver<T> {
+    type Output = Result<T, Canceled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.shared.state.lock();
+        if let Some(v) = state.value.take() {
+            return Poll::Ready(Ok(v));
+        }
+        if state.sender_gone {
+            return Poll::Ready(Err(Canceled));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<T> fmt::Debug for ResponseReceiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseReceiver").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,79 @@
+//! Sharded, high-throughput message routing for actor runtimes.
+//!
+//! Actors are hashed across N router **shards**, each on a dedicated thread. A send
+//! looks up the target in its shard's partition of a concurrent actor table and
+//! puts the message straight into the actor's bounded mailbox, so the ack is known
+//! in the caller without a hop through any thread. Only when a mailbox is full does
+//! a message go to the shard, which parks it in that actor's overflow queue and
+//! delivers it, in order, as room appears: one slow actor never stalls anyone else.
+//!
+//! # Guarantees
+//!
+//! * **At-most-once, never silently lost:** every message is delivered once, or its
+//!   send returns an error, or it is counted as a [`DeadLetter`].
+//! * **Per-pair FIFO:** messages from one sender to one receiver arrive in the order
+//!   sent, including across overflow.
+//! * **Linearizable registration:** once [`Router::register`] returns, sends route;
+//!   once [`Router::unregister`] returns, none do.
+//! * **Exactly one outcome** per request: reply, `Timeout`, `ActorNotFound`,
+//!   `NoReply` or `Shutdown` (see [`RequestError`]).
+//! * **No unbounded wait:** every blocking call ends by a reply, a timeout or
+//!   shutdown.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use sharded_router::{ActorId, ActorMessage, Router};
+//!
+//! let router = Router::builder().shards(2).mailbox_capacity(64).build()?;
+//! let (tx, mailbox) = router.mailbox();
+//! let echo = ActorId::new();
+//! router.register(echo, tx)?;
+//!
+//! std::thread::spawn(move || {
+//!     while let Ok(msg) = mailbox.recv() {
+//!         if let ActorMessage::Request { data, reply } = msg {
+//!             let _ = reply.reply(data);
+//!         }
+//!     }
+//! });
+//!
+//! router.send(echo, b"one-way".to_vec())?;
+//! let reply = router.request(echo, b"ping".to_vec(), Duration::from_secs(1))?;
+//! assert_eq!(reply, b"ping");
+//! router.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Where things are
+//!
+//! * Routing: [`Router`] ([`Router::send`], [`Router::tell`], [`Router::request`],
+//!   [`Router::request_async`], [`Router::deliver`]).
+//! * Actors' side: [`Mailbox`], [`ActorMessage`], [`ReplyHandle`].
+//! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`].
+//! * Moving from Theater's single-task router: [`compat`].
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod compat;
+mod error;
+mod ids;
+mod mailbox;
+mod message;
+mod metrics;
+mod router;
+mod shard;
+mod sync;
+mod table;
+
+pub use error::{
+    BuildError, Disconnected, RegisterError, RequestError, SendError, SendErrorKind, TryRecvError,
+    UnregisterError,
+};
+pub use ids::{ActorId, ParseIdError};
+pub use mailbox::{mailbox, Mailbox, MailboxSender};
+pub use message::{reply_channel, ActorMessage, ReplyHandle, ReplyReceiver, ResponseFuture};
+pub use metrics::{DeadLetter, DeadLetterReason, RouterMetrics, ShardMetrics};
+pub use router::{OverflowPolicy, Router, RouterBuilder};

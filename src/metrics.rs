@@ -1,0 +1,117 @@
+//! What the router reports: metrics snapshots and dead letters.
+
+use std::fmt;
+
+use crate::ids::ActorId;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// Live counters of one shard, updated by callers and the shard thread.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) delivered_direct: AtomicU64,
+    pub(crate) delivered_overflow: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) overflow_depth: AtomicUsize,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, shard: usize, registered_actors: usize) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            delivered_direct: self.delivered_direct.load(Ordering::Relaxed),
+            delivered_overflow: self.delivered_overflow.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            overflow_depth: self.overflow_depth.load(Ordering::Relaxed),
+            registered_actors,
+        }
+    }
+}
+
+/// A snapshot of one shard's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardMetrics {
+    /// The shard's index.
+    pub shard: usize,
+    /// Messages the caller put straight into the target's mailbox.
+    pub delivered_direct: u64,
+    /// Messages delivered by the shard after waiting in its overflow queue.
+    pub delivered_overflow: u64,
+    /// Sends refused with `MailboxFull`.
+    pub rejected: u64,
+    /// One-way messages that could not be delivered (see [`DeadLetter`]).
+    pub dead_letters: u64,
+    /// Messages parked in the shard's overflow queues right now.
+    pub overflow_depth: usize,
+    /// Actors registered on the shard right now.
+    pub registered_actors: usize,
+}
+
+/// A snapshot of every shard's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterMetrics {
+    /// One entry per shard, by index.
+    pub shards: Vec<ShardMetrics>,
+}
+
+impl RouterMetrics {
+    /// The sum over all shards (`shard` is the shard count).
+    #[must_use]
+    pub fn total(&self) -> ShardMetrics {
+        let mut sum = ShardMetrics { shard: self.shards.len(), ..ShardMetrics::default() };
+        for s in &self.shards {
+            sum.delivered_direct += s.delivered_direct;
+            sum.delivered_overflow += s.delivered_overflow;
+            sum.rejected += s.rejected;
+            sum.dead_letters += s.dead_letters;
+            sum.overflow_depth += s.overflow_depth;
+            sum.registered_actors += s.registered_actors;
+        }
+        sum
+    }
+}
+
+/// Why a one-way message became a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// [`Router::tell`](crate::Router::tell) to an id with no registered actor.
+    ActorNotFound,
+    /// [`Router::tell`](crate::Router::tell) to a full mailbox past its overflow bound.
+    MailboxFull,
+    /// The actor's mailbox receiver was dropped.
+    MailboxClosed,
+    /// The message was accepted and parked, then its actor unregistered.
+    Unregistered,
+    /// The router shut down before the message could be delivered.
+    Shutdown,
+}
+
+/// A one-way message that was accepted (or told) but could not be delivered.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The intended recipient.
+    pub target: ActorId,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Why it was not delivered.
+    pub reason: DeadLetterReason,
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("target", &self.target)
+            .field("len", &self.data.len())
+            .field("reason", &self.reason)
+            .finish()
+    }
+}

@@ -1,0 +1,322 @@
+//! The concurrency seam.
+//!
+//! Every primitive the crate uses — atomics, `Arc`, locks, the mailbox queue, the
+//! concurrent map, thread spawning and the clock — comes from this module. Normal
+//! builds wrap `std`, `parking_lot`, `flume` and `dashmap`. Builds with `--cfg loom`
+//! get stand-ins built from loom's primitives with the same method names, so the
+//! routing code above this module is the same code under the model checker (loom
+//! cannot see inside flume or dashmap).
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+pub(crate) use lock::{Condvar, Mutex, MutexGuard};
+
+#[cfg(not(loom))]
+mod lock {
+    use std::time::Instant;
+
+    /// A mutex whose `lock` never fails (no poisoning).
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(parking_lot::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+    }
+
+    /// A condition variable paired with [`Mutex`].
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(parking_lot::Condvar::new())
+        }
+
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            self.0.wait(guard);
+        }
+
+        /// Waits until notified or `deadline`; returns `true` if the deadline passed.
+        pub(crate) fn wait_until<T>(&self, guard: &mut MutexGuard<'_, T>, deadline: Instant) -> bool {
+            self.0.wait_until(guard, deadline).timed_out()
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+}
+
+#[cfg(loom)]
+mod lock {
+    use std::ops::{Deref, DerefMut};
+    use std::time::Instant;
+
+    /// Loom stand-in with the `parking_lot` calling convention.
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    /// Guard that can be handed to [`Condvar::wait`] by `&mut`.
+    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            MutexGuard(Some(self.0.lock().unwrap_or_else(|e| e.into_inner())))
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            self.0.as_ref().expect("guard present")
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.0.as_mut().expect("guard present")
+        }
+    }
+
+    /// Loom stand-in. Loom does not model time: `wait_until` waits for a
+    /// notification and reports whether the (mock) clock has passed the deadline.
+    #[derive(Debug)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            let inner = guard.0.take().expect("guard present");
+            guard.0 = Some(self.0.wait(inner).unwrap_or_else(|e| e.into_inner()));
+        }
+
+        pub(crate) fn wait_until<T>(&self, guard: &mut MutexGuard<'_, T>, deadline: Instant) -> bool {
+            if super::time::now() >= deadline {
+                return true;
+            }
+            self.wait(guard);
+            super::time::now() >= deadline
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+}
+
+/// The clock. Under loom it is a mock that models advance explicitly.
+pub(crate) mod time {
+    use std::time::Instant;
+
+    #[cfg(not(loom))]
+    pub(crate) fn now() -> Instant {
+        Instant::now()
+    }
+
+    #[cfg(loom)]
+    loom::lazy_static! {
+        static ref BASE: Instant = Instant::now();
+        static ref OFFSET_NANOS: loom::sync::atomic::AtomicU64 = loom::sync::atomic::AtomicU64::new(0);
+    }
+
+    /// Mock clock: a fixed base plus an offset that only [`advance`] moves.
+    #[cfg(loom)]
+    pub(crate) fn now() -> Instant {
+        use loom::sync::atomic::Ordering;
+        *BASE + std::time::Duration::from_nanos(OFFSET_NANOS.load(Ordering::SeqCst))
+    }
+
+    /// Moves the mock clock forward (loom builds only).
+    #[cfg(loom)]
+    pub fn advance(by: std::time::Duration) {
+        use loom::sync::atomic::Ordering;
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        OFFSET_NANOS.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+/// Thread spawning.
+pub(crate) mod thread {
+    #[cfg(not(loom))]
+    pub(crate) type JoinHandle = std::thread::JoinHandle<()>;
+    #[cfg(loom)]
+    pub(crate) type JoinHandle = loom::thread::JoinHandle<()>;
+
+    /// Spawns a named thread (loom threads are unnamed).
+    #[cfg(not(loom))]
+    pub(crate) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle> {
+        std::thread::Builder::new().name(name).spawn(f)
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn spawn(_name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle> {
+        Ok(loom::thread::spawn(f))
+    }
+
+    /// An identifier for the running thread, comparable with a handle's.
+    #[cfg(not(loom))]
+    pub(crate) fn is_current(handle: &JoinHandle) -> bool {
+        handle.thread().id() == std::thread::current().id()
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn is_current(_handle: &JoinHandle) -> bool {
+        false
+    }
+}
+
+/// Bounded and unbounded MPMC queues: the actor mailbox and the shard command queue.
+#[cfg(not(loom))]
+pub(crate) mod chan {
+    pub(crate) use flume::{
+        bounded, unbounded, Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError,
+    };
+}
+
+#[cfg(loom)]
+pub(crate) mod chan;
+
+/// The concurrent map used for actor-table partitions and the channel table.
+#[cfg(not(loom))]
+pub(crate) mod map {
+    use std::hash::Hash;
+
+    /// A concurrent hash map. Closures run while the entry's lock is held; they
+    /// must not block.
+    pub(crate) struct ConcurrentMap<K, V>(dashmap::DashMap<K, V, ahash::RandomState>);
+
+    impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self(dashmap::DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), 16))
+        }
+
+        /// Runs `f` on the value for `key` under a read lock, passing `arg` along;
+        /// hands `arg` back if the key is absent.
+        pub(crate) fn with<A, R>(&self, key: &K, arg: A, f: impl FnOnce(&V, A) -> R) -> Result<R, A> {
+            match self.0.get(key) {
+                Some(guard) => Ok(f(guard.value(), arg)),
+                None => Err(arg),
+            }
+        }
+
+        pub(crate) fn contains(&self, key: &K) -> bool {
+            self.0.contains_key(key)
+        }
+
+        /// Inserts unless present; hands the value back if the key is taken.
+        pub(crate) fn insert_new(&self, key: K, value: V) -> Result<(), V> {
+            match self.0.entry(key) {
+                dashmap::mapref::entry::Entry::Occupied(_) => Err(value),
+                dashmap::mapref::entry::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                    Ok(())
+                }
+            }
+        }
+
+        pub(crate) fn remove(&self, key: &K) -> Option<V> {
+            self.0.remove(key).map(|(_, v)| v)
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Removes and returns every value.
+        pub(crate) fn drain(&self) -> Vec<V>
+        where
+            K: Clone,
+        {
+            let keys: Vec<K> = self.0.iter().map(|e| e.key().clone()).collect();
+            keys.iter().filter_map(|k| self.remove(k)).collect()
+        }
+
+        /// Keys whose value satisfies `pred` (a snapshot; entries may change after).
+        pub(crate) fn keys_where(&self, mut pred: impl FnMut(&V) -> bool) -> Vec<K>
+        where
+            K: Clone,
+        {
+            self.0.iter().filter(|e| pred(e.value())).map(|e| e.key().clone()).collect()
+        }
+    }
+}
+
+#[cfg(loom)]
+pub(crate) mod map {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    /// Loom stand-in: one lock around a `HashMap`.
+    pub(crate) struct ConcurrentMap<K, V>(super::Mutex<HashMap<K, V>>);
+
+    impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self(super::Mutex::new(HashMap::new()))
+        }
+
+        pub(crate) fn with<A, R>(&self, key: &K, arg: A, f: impl FnOnce(&V, A) -> R) -> Result<R, A> {
+            match self.0.lock().get(key) {
+                Some(v) => Ok(f(v, arg)),
+                None => Err(arg),
+            }
+        }
+
+        pub(crate) fn contains(&self, key: &K) -> bool {
+            self.0.lock().contains_key(key)
+        }
+
+        pub(crate) fn insert_new(&self, key: K, value: V) -> Result<(), V> {
+            let mut map = self.0.lock();
+            if map.contains_key(&key) {
+                return Err(value);
+            }
+            map.insert(key, value);
+            Ok(())
+        }
+
+        pub(crate) fn remove(&self, key: &K) -> Option<V> {
+            self.0.lock().remove(key)
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().len()
+        }
+
+        pub(crate) fn drain(&self) -> Vec<V>
+        where
+            K: Clone,
+        {
+            self.0.lock().drain().map(|(_, v)| v).collect()
+        }
+
+        pub(crate) fn keys_where(&self, mut pred: impl FnMut(&V) -> bool) -> Vec<K>
+        where
+            K: Clone,
+        {
+            self.0.lock().iter().filter(|(_, v)| pred(v)).map(|(k, _)| k.clone()).collect()
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The sharded actor table and the caller-side data path.
+//!
+//! Each router shard owns one partition: a concurrent map from [`ActorId`] to the
+//! actor's [`Entry`]. Callers read it directly; nobody waits for a shard thread.
+//!
+//! Every delivery into a mailbox — by a caller or by the shard — happens while the
+//! table's read lock for that entry is held, and registration and unregistration
+//! take the write lock. That makes the table write the linearization point: once
+//! `unregister` has removed an entry, no message reaches its mailbox.
+
+use crate::error::{SendError, SendErrorKind};
+use crate::ids::ActorId;
+use crate::mailbox::MailboxState;
+use crate::message::ActorMessage;
+use crate::metrics::Counters;
+use crate::shard::{Cmd, ShardHandle};
+use crate::sync::{chan, map::ConcurrentMap, Arc, Ordering};
+
+/// One table partition.
+pub(crate) type Table = ConcurrentMap<ActorId, Arc<Entry>>;
+
+/// A registered actor.
+pub(crate) struct Entry {
+    pub(crate) id: ActorId,
+    pub(crate) tx: chan::Sender<ActorMessage>,
+    pub(crate) state: Arc<MailboxState>,
+}
+
+/// The outcome of one attempt to put a message into a mailbox.
+pub(crate) enum Attempt {
+    Delivered,
+    Full(ActorMessage),
+    Closed(ActorMessage),
+}
+
+impl Entry {
+    /// A key for this registration, distinct from every other live registration.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.state) as usize
+    }
+
+    pub(crate) fn try_put(&self, msg: ActorMessage) -> Attempt {
+        match self.tx.try_send(msg) {
+            Ok(()) => Attempt::Delivered,
+            Err(chan::TrySendError::Full(m)) => Attempt::Full(m),
+            Err(chan::TrySendError::Disconnected(m)) => Attempt::Closed(m),
+        }
+    }
+
+    /// Routes `msg` to this actor. Called with the table read lock held.
+    ///
+    /// Fast path: nothing of this actor's is in flight through the shard, so the
+    /// message goes straight into the mailbox and the ack is known here. Otherwise
+    /// (mailbox full, or earlier messages still at the shard) the message is counted
+    /// in flight and posted to the shard, behind everything posted before it.
+    pub(crate) fn route(
+        self: &Arc<Self>,
+        msg: ActorMessage,
+        shard: &ShardHandle,
+        overflow_bound: usize,
+    ) -> Result<(), SendError<ActorMessage>> {
+        let counters = &shard.shared.counters;
+        let in_flight = &self.state.in_flight;
+        let msg = if in_flight.load(Ordering::SeqCst) == 0 {
+            match self.try_put(msg) {
+                Attempt::Delivered => {
+                    Counters::bump(&counters.delivered_direct);
+                    return Ok(());
+                }
+                Attempt::Full(m) => m,
+                Attempt::Closed(m) => return Err(SendError::new(SendErrorKind::MailboxClosed, m)),
+            }
+        } else {
+            msg
+        };
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= overflow_bound {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            Counters::bump(&counters.rejected);
+            tracing::debug!(actor = %self.id, shard = shard.shared.index, "mailbox full: message rejected");
+            return Err(SendError::new(SendErrorKind::MailboxFull, msg));
+        }
+        // The only command posted here is a `Deliver`, so that is all a failed
+        // post can hand back.
+        if let Err(chan::SendError(Cmd::Deliver { msg, .. })) =
+            shard.cmd.send(Cmd::Deliver { entry: Arc::clone(self), msg })
+        {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(SendError::new(SendErrorKind::Shutdown, msg));
+        }
+        Ok(())
+    }
+}
