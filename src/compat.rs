@@ -7,6 +7,9 @@
 //! | `register_actor(id, mailbox_tx).await` | [`MessageRouter::register_actor`] |
 //! | `unregister_actor(id).await` | [`MessageRouter::unregister_actor`] |
 //! | `route_message(MessageCommand::SendMessage { .. }).await` | [`MessageRouter::route_message`] |
+//! | `MessageCommand::OpenChannel { .. }` | same, with [`Participant`]s and a generated [`ChannelId`] |
+//! | `MessageCommand::ChannelMessage { .. }` | same, plus `sender_id` (checked against the channel) |
+//! | `MessageCommand::ChannelClose { .. }` | same, plus `sender_id` (checked before anything is removed) |
 //! | `tokio::sync::oneshot::channel()` | [`oneshot`] (runtime-agnostic) |
 //!
 //! ```
@@ -38,11 +41,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{RegisterError, SendError, SendErrorKind, UnregisterError};
-use crate::ids::ActorId;
+use std::time::Duration;
+
+use crate::error::{ChannelError, RegisterError, SendError, SendErrorKind, UnregisterError};
+use crate::ids::{ActorId, ChannelId, Participant};
 use crate::mailbox::{Mailbox, MailboxSender};
 use crate::message::ActorMessage;
-use crate::router::Router;
+use crate::router::{OpenedChannel, Router};
 use crate::sync::{Arc, Condvar, Mutex};
 
 /// The outcome of routing one message, as delivered on a command's `response_tx`.
@@ -60,7 +65,62 @@ pub enum MessageCommand {
         /// Receives the routing outcome.
         response_tx: ResponseSender<RouteResult>,
     },
+    /// Open a channel from `initiator_id` to `target_id`; the target's decision
+    /// (or the timeout, see [`MessageRouter::with_open_timeout`]) goes to
+    /// `response_tx`.
+    OpenChannel {
+        /// Who opens the channel.
+        initiator_id: Participant,
+        /// Who is asked to accept it.
+        target_id: Participant,
+        /// The first message, delivered with the open request.
+        initial_message: Vec<u8>,
+        /// Receives the channel, or why it was not opened.
+        response_tx: ResponseSender<Result<OpenedChannel, ChannelError>>,
+    },
+    /// Send `message` on a channel from `sender_id` to the other participant.
+    ChannelMessage {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The participant sending; must take part in the channel.
+        sender_id: Participant,
+        /// The payload.
+        message: Vec<u8>,
+        /// Receives the routing outcome.
+        response_tx: ResponseSender<Result<(), SendError>>,
+    },
+    /// Close a channel on behalf of `sender_id`.
+    ChannelClose {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The participant closing; must take part in the channel.
+        sender_id: Participant,
+        /// Receives the outcome.
+        response_tx: ResponseSender<Result<(), ChannelError>>,
+    },
 }
+
+/// Why [`MessageRouter::route_message`] failed (also sent on the command's
+/// `response_tx`, in full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// A message could not be routed.
+    Send(SendErrorKind),
+    /// A channel could not be opened or closed.
+    Channel(ChannelError),
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Send(kind) => write!(f, "send failed: {kind}"),
+            Self::Channel(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
 
 impl fmt::Debug for MessageCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,6 +130,23 @@ impl fmt::Debug for MessageCommand {
                 .field("target_id", target_id)
                 .field("message", message)
                 .finish_non_exhaustive(),
+            Self::OpenChannel { initiator_id, target_id, initial_message, .. } => f
+                .debug_struct("OpenChannel")
+                .field("initiator_id", initiator_id)
+                .field("target_id", target_id)
+                .field("len", &initial_message.len())
+                .finish_non_exhaustive(),
+            Self::ChannelMessage { channel_id, sender_id, message, .. } => f
+                .debug_struct("ChannelMessage")
+                .field("channel_id", channel_id)
+                .field("sender_id", sender_id)
+                .field("len", &message.len())
+                .finish_non_exhaustive(),
+            Self::ChannelClose { channel_id, sender_id, .. } => f
+                .debug_struct("ChannelClose")
+                .field("channel_id", channel_id)
+                .field("sender_id", sender_id)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -78,7 +155,11 @@ impl fmt::Debug for MessageCommand {
 #[derive(Clone, Debug)]
 pub struct MessageRouter {
     router: Router,
+    open_timeout: Duration,
 }
+
+/// How long `OpenChannel` waits for the target's decision unless configured.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl MessageRouter {
     /// A router with the default configuration.
@@ -89,7 +170,7 @@ impl MessageRouter {
     #[must_use]
     pub fn new() -> Self {
         match Router::new() {
-            Ok(router) => Self { router },
+            Ok(router) => Self::from_router(router),
             Err(e) => panic!("sharded-router: {e}"),
         }
     }
@@ -97,7 +178,15 @@ impl MessageRouter {
     /// Wraps an existing router.
     #[must_use]
     pub fn from_router(router: Router) -> Self {
-        Self { router }
+        Self { router, open_timeout: DEFAULT_OPEN_TIMEOUT }
+    }
+
+    /// Sets how long `OpenChannel` waits for the target (default
+    /// [`DEFAULT_OPEN_TIMEOUT`]).
+    #[must_use]
+    pub fn with_open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
     }
 
     /// The underlying router.
@@ -132,18 +221,40 @@ impl MessageRouter {
         self.router.unregister(actor_id)
     }
 
-    /// Routes a command. Never waits on a mailbox: the outcome is sent on the
-    /// command's `response_tx` and its kind is also returned.
+    /// Routes a command. Never waits on a mailbox, and no other command waits on
+    /// this one: the outcome is sent on the command's `response_tx` and its kind is
+    /// also returned. `OpenChannel` completes when the target decides (or at the
+    /// timeout); only the caller awaiting it waits.
     ///
     /// # Errors
-    /// The [`SendErrorKind`] when the message could not be routed.
-    pub async fn route_message(&self, command: MessageCommand) -> Result<(), SendErrorKind> {
+    /// The [`RouteError`] when the command failed.
+    pub async fn route_message(&self, command: MessageCommand) -> Result<(), RouteError> {
         match command {
             MessageCommand::SendMessage { target_id, message, response_tx } => {
                 let outcome = self.router.deliver(target_id, message);
-                let kind = outcome.as_ref().map_err(SendError::kind).copied();
+                let kind = outcome.as_ref().map_err(|e| RouteError::Send(e.kind())).copied();
                 response_tx.send(outcome);
                 kind
+            }
+            MessageCommand::OpenChannel { initiator_id, target_id, initial_message, response_tx } => {
+                let outcome = self
+                    .router
+                    .open_channel_async(initiator_id, target_id, initial_message, self.open_timeout)
+                    .await;
+                let kind = outcome.as_ref().map(|_| ()).map_err(|e| RouteError::Channel(*e));
+                response_tx.send(outcome);
+                kind
+            }
+            MessageCommand::ChannelMessage { channel_id, sender_id, message, response_tx } => {
+                let outcome = self.router.channel_send(channel_id, sender_id, message);
+                let kind = outcome.as_ref().map_err(|e| RouteError::Send(e.kind())).copied();
+                response_tx.send(outcome);
+                kind
+            }
+            MessageCommand::ChannelClose { channel_id, sender_id, response_tx } => {
+                let outcome = self.router.close_channel(channel_id, sender_id);
+                response_tx.send(outcome);
+                outcome.map_err(RouteError::Channel)
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::ids::ActorId;
+use crate::ids::{ActorId, ExternalId, Participant};
 
 /// Why a message could not be routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -16,6 +16,12 @@ pub enum SendErrorKind {
     MailboxClosed,
     /// The router has shut down.
     Shutdown,
+    /// No channel has this id (never opened, or already closed).
+    ChannelNotFound,
+    /// The channel is still waiting for its target to accept.
+    ChannelNotOpen,
+    /// The sender is not one of the channel's two participants.
+    NotParticipant,
 }
 
 impl SendErrorKind {
@@ -25,6 +31,9 @@ impl SendErrorKind {
             Self::MailboxFull => "the target's mailbox and overflow queue are full",
             Self::MailboxClosed => "the target's mailbox was dropped",
             Self::Shutdown => "the router has shut down",
+            Self::ChannelNotFound => "no open channel has this id",
+            Self::ChannelNotOpen => "the channel has not been accepted yet",
+            Self::NotParticipant => "the sender is not a participant of the channel",
         }
     }
 }
@@ -119,10 +128,13 @@ pub enum RequestError {
 impl From<SendErrorKind> for RequestError {
     fn from(kind: SendErrorKind) -> Self {
         match kind {
-            SendErrorKind::ActorNotFound => Self::ActorNotFound,
             SendErrorKind::MailboxFull => Self::MailboxFull,
             SendErrorKind::MailboxClosed => Self::MailboxClosed,
             SendErrorKind::Shutdown => Self::Shutdown,
+            SendErrorKind::ActorNotFound
+            | SendErrorKind::ChannelNotFound
+            | SendErrorKind::ChannelNotOpen
+            | SendErrorKind::NotParticipant => Self::ActorNotFound,
         }
     }
 }
@@ -169,6 +181,8 @@ impl std::error::Error for RegisterError {}
 pub enum UnregisterError {
     /// No actor is registered under this id.
     ActorNotFound(ActorId),
+    /// No external endpoint is attached under this id.
+    ExternalNotFound(ExternalId),
     /// The router has shut down.
     Shutdown,
 }
@@ -177,12 +191,72 @@ impl fmt::Display for UnregisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ActorNotFound(id) => write!(f, "actor {id} is not registered"),
+            Self::ExternalNotFound(id) => write!(f, "external endpoint {id} is not attached"),
             Self::Shutdown => f.write_str("unregister failed: the router has shut down"),
         }
     }
 }
 
 impl std::error::Error for UnregisterError {}
+
+/// Why a channel could not be opened or closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// This participant is not registered (or went away while the channel opened).
+    ParticipantNotFound(Participant),
+    /// The target rejected the channel, or dropped the open request unanswered.
+    Rejected,
+    /// The target did not answer before the deadline.
+    Timeout,
+    /// No channel has this id (never opened, or already closed).
+    ChannelNotFound,
+    /// The channel is still waiting for its target to accept.
+    NotOpen,
+    /// The caller is not one of the channel's two participants.
+    NotParticipant,
+    /// A channel needs two different participants.
+    SameParticipant,
+    /// The target's mailbox and overflow queue were full.
+    MailboxFull,
+    /// The target's mailbox was dropped.
+    MailboxClosed,
+    /// The router has shut down.
+    Shutdown,
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ParticipantNotFound(p) => write!(f, "{p} is not registered"),
+            Self::Rejected => f.write_str("the target rejected the channel"),
+            Self::Timeout => f.write_str("the target did not answer the channel open in time"),
+            Self::ChannelNotFound => f.write_str("no open channel has this id"),
+            Self::NotOpen => f.write_str("the channel has not been accepted yet"),
+            Self::NotParticipant => f.write_str("the caller is not a participant of the channel"),
+            Self::SameParticipant => f.write_str("a channel needs two different participants"),
+            Self::MailboxFull => f.write_str("the target's mailbox and overflow queue are full"),
+            Self::MailboxClosed => f.write_str("the target's mailbox was dropped"),
+            Self::Shutdown => f.write_str("the router has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+impl ChannelError {
+    /// The error for an open to `target` that ended without an answer.
+    pub(crate) fn from_open(error: RequestError, target: Participant) -> Self {
+        match error {
+            RequestError::Timeout => Self::Timeout,
+            RequestError::NoReply => Self::Rejected,
+            RequestError::MailboxFull => Self::MailboxFull,
+            RequestError::MailboxClosed => Self::MailboxClosed,
+            RequestError::Shutdown => Self::Shutdown,
+            RequestError::ActorNotFound => Self::ParticipantNotFound(target),
+        }
+    }
+}
 
 /// Why a router could not be built.
 #[derive(Debug)]

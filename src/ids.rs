@@ -9,11 +9,12 @@ use uuid::Uuid;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseIdError {
     kind: &'static str,
+    expected: &'static str,
 }
 
 impl fmt::Display for ParseIdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} (expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8)", self.kind)
+        write!(f, "invalid {} (expected {})", self.kind, self.expected)
     }
 }
 
@@ -67,7 +68,7 @@ macro_rules! uuid_id {
             type Err = ParseIdError;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self).map_err(|_| ParseIdError { kind: $what })
+                Uuid::parse_str(s).map(Self).map_err(|_| ParseIdError { kind: $what, expected: "a UUID" })
             }
         }
     };
@@ -86,3 +87,110 @@ uuid_id!(
     ActorId,
     "actor id"
 );
+uuid_id!(
+    /// Identifies an external client (for example a management-gateway session)
+    /// that holds an endpoint on the router. Every client has its own.
+    ExternalId,
+    "external id"
+);
+
+/// Identifies a channel: 128 random bits, so ids cannot be guessed.
+///
+/// Displayed as 32 lowercase hex digits.
+///
+/// ```
+/// use sharded_router::ChannelId;
+/// let id = ChannelId::random();
+/// assert_eq!(id.to_string().len(), 32);
+/// assert_eq!(id.to_string().parse::<ChannelId>().unwrap(), id);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(u128);
+
+impl ChannelId {
+    /// A fresh id from the operating system's random source.
+    #[must_use]
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        match getrandom::fill(&mut bytes) {
+            Ok(()) => Self(u128::from_le_bytes(bytes)),
+            // The OS source is unavailable: fall back to the UUID generator's.
+            Err(_) => Self(Uuid::new_v4().as_u128().rotate_left(64) ^ Uuid::new_v4().as_u128()),
+        }
+    }
+
+    /// The id's 128 bits.
+    #[must_use]
+    pub const fn as_u128(&self) -> u128 {
+        self.0
+    }
+
+    /// An id with the given bits (for tests and wire formats).
+    #[must_use]
+    pub const fn from_u128(bits: u128) -> Self {
+        Self(bits)
+    }
+}
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChannelId({:032x})", self.0)
+    }
+}
+
+impl FromStr for ChannelId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = ParseIdError { kind: "channel id", expected: "32 hex digits" };
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err);
+        }
+        u128::from_str_radix(s, 16).map(Self).map_err(|_| err)
+    }
+}
+
+/// One end of a channel: an actor, or an external client.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Participant {
+    /// A registered actor.
+    Actor(ActorId),
+    /// An external client's endpoint.
+    External(ExternalId),
+}
+
+impl From<ActorId> for Participant {
+    fn from(id: ActorId) -> Self {
+        Self::Actor(id)
+    }
+}
+
+impl From<ExternalId> for Participant {
+    fn from(id: ExternalId) -> Self {
+        Self::External(id)
+    }
+}
+
+impl fmt::Display for Participant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Actor(id) => write!(f, "actor {id}"),
+            Self::External(id) => write!(f, "external {id}"),
+        }
+    }
+}
+
+impl fmt::Debug for Participant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Actor(id) => fmt::Debug::fmt(id, f),
+            Self::External(id) => fmt::Debug::fmt(id, f),
+        }
+    }
+}

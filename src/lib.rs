@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod channels;
 pub mod compat;
 mod error;
 mod ids;
@@ -69,11 +70,13 @@ mod sync;
 mod table;
 
 pub use error::{
-    BuildError, Disconnected, RegisterError, RequestError, SendError, SendErrorKind, TryRecvError,
-    UnregisterError,
+    BuildError, ChannelError, Disconnected, RegisterError, RequestError, SendError, SendErrorKind,
+    TryRecvError, UnregisterError,
 };
-pub use ids::{ActorId, ParseIdError};
+pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
 pub use mailbox::{mailbox, Mailbox, MailboxSender};
-pub use message::{reply_channel, ActorMessage, ReplyHandle, ReplyReceiver, ResponseFuture};
-pub use metrics::{DeadLetter, DeadLetterReason, RouterMetrics, ShardMetrics};
-pub use router::{OverflowPolicy, Router, RouterBuilder};
+pub use message::{
+    reply_channel, ActorMessage, ChannelOpenReply, ReplyHandle, ReplyReceiver, ResponseFuture,
+};
+pub use metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics, ShardMetrics};
+pub use router::{OpenFuture, OpenedChannel, OverflowPolicy, Router, RouterBuilder};

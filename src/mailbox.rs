@@ -6,13 +6,15 @@
 //! that room has appeared. The shard therefore never polls and never blocks on one
 //! mailbox.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::error::{Disconnected, TryRecvError};
+use crate::ids::ChannelId;
 use crate::message::ActorMessage;
 use crate::shard::Cmd;
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{chan, random_state, time, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// State shared by a mailbox's two halves and the router, one per registration.
 pub(crate) struct MailboxState {
@@ -27,12 +29,37 @@ pub(crate) struct MailboxState {
     pub(crate) drain_signaled: AtomicBool,
     /// The owning shard's command queue, set at registration.
     link: Mutex<Option<chan::Sender<Cmd>>>,
+    /// The channels this participant takes part in (open or opening).
+    channels: Mutex<ChannelSet>,
     capacity: usize,
+}
+
+struct ChannelSet {
+    ids: HashSet<ChannelId, ahash::RandomState>,
+    /// Set when the participant leaves; no channel can be linked after that.
+    closed: bool,
 }
 
 impl MailboxState {
     pub(crate) fn link(&self, shard: chan::Sender<Cmd>) {
         *self.link.lock() = Some(shard);
+    }
+
+    /// Records that this participant takes part in `channel`; `false` once it left.
+    pub(crate) fn link_channel(&self, channel: ChannelId) -> bool {
+        let mut set = self.channels.lock();
+        !set.closed && set.ids.insert(channel)
+    }
+
+    pub(crate) fn unlink_channel(&self, channel: ChannelId) {
+        self.channels.lock().ids.remove(&channel);
+    }
+
+    /// Marks the participant as gone and returns its channels.
+    pub(crate) fn take_channels(&self) -> Vec<ChannelId> {
+        let mut set = self.channels.lock();
+        set.closed = true;
+        set.ids.drain().collect()
     }
 }
 
@@ -49,6 +76,7 @@ pub fn mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
         outstanding: AtomicUsize::new(0),
         drain_signaled: AtomicBool::new(false),
         link: Mutex::new(None),
+        channels: Mutex::new(ChannelSet { ids: HashSet::with_hasher(random_state()), closed: false }),
         capacity,
     });
     (MailboxSender { tx, state: Arc::clone(&state) }, Mailbox { rx, state })

@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::error::RequestError;
+use crate::channels::OpenSlot;
+use crate::error::{ChannelError, RequestError};
+use crate::ids::{ChannelId, Participant};
 use crate::mailbox::MailboxState;
 use crate::sync::{time, Arc, AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 
@@ -28,23 +30,69 @@ pub enum ActorMessage {
         /// Where the answer goes.
         reply: ReplyHandle,
     },
+    /// `initiator` asks to open a channel. Accept or reject through `reply`;
+    /// dropping it rejects.
+    ChannelOpen {
+        /// The channel's id, used by both sides from now on.
+        channel_id: ChannelId,
+        /// Who asks.
+        initiator: Participant,
+        /// The initiator's first message.
+        initial_msg: Vec<u8>,
+        /// The decision goes here.
+        reply: ChannelOpenReply,
+    },
+    /// A message on an open channel, from the other participant.
+    ChannelMessage {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// The other participant closed the channel (or went away). Nothing more
+    /// arrives on it.
+    ChannelClose {
+        /// The channel.
+        channel_id: ChannelId,
+    },
 }
 
 impl ActorMessage {
     /// The payload carried by the message.
     #[must_use]
+    ///
+    /// `initial_msg` for a channel open, nothing for a close.
     pub fn data(&self) -> &[u8] {
         match self {
-            Self::Send { data } | Self::Request { data, .. } => data,
+            Self::Send { data } | Self::Request { data, .. } | Self::ChannelMessage { data, .. } => data,
+            Self::ChannelOpen { initial_msg, .. } => initial_msg,
+            Self::ChannelClose { .. } => &[],
         }
     }
 
-    /// What becomes of a message that can no longer be delivered: requests are
-    /// answered with `outcome`; one-way messages are returned as dead-letter payload.
+    /// The channel a channel message is about.
+    #[must_use]
+    pub fn channel_id(&self) -> Option<ChannelId> {
+        match self {
+            Self::ChannelOpen { channel_id, .. }
+            | Self::ChannelMessage { channel_id, .. }
+            | Self::ChannelClose { channel_id } => Some(*channel_id),
+            Self::Send { .. } | Self::Request { .. } => None,
+        }
+    }
+
+    /// What becomes of a message that can no longer be delivered: requests and
+    /// channel opens are resolved with `outcome`; one-way messages are returned as
+    /// dead-letter payload.
     pub(crate) fn undeliverable(self, outcome: RequestError) -> Option<Vec<u8>> {
         match self {
-            Self::Send { data } => Some(data),
+            Self::Send { data } | Self::ChannelMessage { data, .. } => Some(data),
+            Self::ChannelClose { .. } => Some(Vec::new()),
             Self::Request { reply, .. } => {
+                reply.fail(outcome);
+                None
+            }
+            Self::ChannelOpen { reply, .. } => {
                 reply.fail(outcome);
                 None
             }
@@ -59,6 +107,20 @@ impl fmt::Debug for ActorMessage {
             Self::Request { data, .. } => {
                 f.debug_struct("Request").field("len", &data.len()).finish_non_exhaustive()
             }
+            Self::ChannelOpen { channel_id, initiator, initial_msg, .. } => f
+                .debug_struct("ChannelOpen")
+                .field("channel_id", channel_id)
+                .field("initiator", initiator)
+                .field("len", &initial_msg.len())
+                .finish_non_exhaustive(),
+            Self::ChannelMessage { channel_id, data } => f
+                .debug_struct("ChannelMessage")
+                .field("channel_id", channel_id)
+                .field("len", &data.len())
+                .finish(),
+            Self::ChannelClose { channel_id } => {
+                f.debug_struct("ChannelClose").field("channel_id", channel_id).finish()
+            }
         }
     }
 }
@@ -66,11 +128,11 @@ impl fmt::Debug for ActorMessage {
 /// Answers one request. Consumed by [`reply`](Self::reply); dropping it unanswered
 /// resolves the request with [`RequestError::NoReply`].
 pub struct ReplyHandle {
-    slot: Arc<ReplySlot>,
+    slot: Arc<ReplySlot<Vec<u8>>>,
 }
 
 impl ReplyHandle {
-    pub(crate) fn new(slot: Arc<ReplySlot>) -> Self {
+    pub(crate) fn new(slot: Arc<ReplySlot<Vec<u8>>>) -> Self {
         Self { slot }
     }
 
@@ -107,35 +169,38 @@ impl fmt::Debug for ReplyHandle {
     }
 }
 
-type Outcome = Result<Vec<u8>, RequestError>;
+type Outcome<T> = Result<T, RequestError>;
 
-#[derive(Default)]
-struct SlotState {
-    outcome: Option<Outcome>,
+struct SlotState<T> {
+    outcome: Option<Outcome<T>>,
     waker: Option<Waker>,
 }
 
 /// A one-shot slot: the first of reply, drop, timeout, unregistration or shutdown to
 /// complete it wins; everything after is refused.
-pub(crate) struct ReplySlot {
+pub(crate) struct ReplySlot<T> {
     done: AtomicBool,
-    state: Mutex<SlotState>,
+    state: Mutex<SlotState<T>>,
     ready: Condvar,
     /// The target's count of unresolved requests, lowered on completion.
     target: Option<Arc<MailboxState>>,
 }
 
-impl ReplySlot {
+impl<T> ReplySlot<T> {
     pub(crate) fn new(target: Option<Arc<MailboxState>>) -> Arc<Self> {
+        Arc::new(Self::unshared(target))
+    }
+
+    pub(crate) fn unshared(target: Option<Arc<MailboxState>>) -> Self {
         if let Some(t) = &target {
             t.outstanding.fetch_add(1, Ordering::AcqRel);
         }
-        Arc::new(Self {
+        Self {
             done: AtomicBool::new(false),
-            state: Mutex::new(SlotState::default()),
+            state: Mutex::new(SlotState { outcome: None, waker: None }),
             ready: Condvar::new(),
             target,
-        })
+        }
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -147,7 +212,7 @@ impl ReplySlot {
     }
 
     /// Completes the slot unless it already has an outcome (then hands it back).
-    pub(crate) fn complete(&self, outcome: Outcome) -> Result<(), Outcome> {
+    pub(crate) fn complete(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
         let mut state = self.state.lock();
         if self.done.load(Ordering::Acquire) {
             return Err(outcome);
@@ -161,7 +226,7 @@ impl ReplySlot {
         Ok(())
     }
 
-    fn finish(&self, state: &mut MutexGuard<'_, SlotState>, outcome: Outcome) -> Option<Waker> {
+    fn finish(&self, state: &mut MutexGuard<'_, SlotState<T>>, outcome: Outcome<T>) -> Option<Waker> {
         state.outcome = Some(outcome);
         self.done.store(true, Ordering::Release);
         if let Some(t) = &self.target {
@@ -170,32 +235,37 @@ impl ReplySlot {
         state.waker.take()
     }
 
-    /// Blocks until an outcome or `deadline`; at the deadline the waiter resolves the
-    /// slot with `Timeout` itself (first outcome wins, as everywhere).
-    pub(crate) fn wait_until(&self, deadline: Instant) -> Outcome {
+    /// Blocks until an outcome or `deadline`; `None` if the deadline passed first.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Outcome<T>> {
         let mut state = self.state.lock();
         loop {
             if let Some(outcome) = state.outcome.take() {
-                return outcome;
+                return Some(outcome);
             }
             if self.done.load(Ordering::Acquire) {
                 // Already taken by an earlier wait: a second wait has nothing left.
-                return Err(RequestError::NoReply);
+                return Some(Err(RequestError::NoReply));
             }
             if time::now() >= deadline || self.ready.wait_until(&mut state, deadline) {
-                if let Some(outcome) = state.outcome.take() {
-                    return outcome;
-                }
-                if !self.done.load(Ordering::Acquire) {
-                    let _ = self.finish(&mut state, Err(RequestError::Timeout));
-                    return state.outcome.take().unwrap_or(Err(RequestError::Timeout));
-                }
+                return state.outcome.take().map(Some).unwrap_or(None);
             }
         }
     }
 
+    /// Blocks until an outcome; at `deadline` resolves the slot with `Timeout`
+    /// itself, unless another outcome got there first.
+    pub(crate) fn wait_or_expire(&self, deadline: Instant) -> Outcome<T> {
+        match self.wait_until(deadline) {
+            Some(outcome) => outcome,
+            None => match self.complete(Err(RequestError::Timeout)) {
+                Ok(()) => Err(RequestError::Timeout),
+                Err(_) => self.wait(),
+            },
+        }
+    }
+
     /// Blocks until an outcome, with no deadline of its own.
-    pub(crate) fn wait(&self) -> Outcome {
+    pub(crate) fn wait(&self) -> Outcome<T> {
         let mut state = self.state.lock();
         loop {
             if let Some(outcome) = state.outcome.take() {
@@ -208,7 +278,7 @@ impl ReplySlot {
         }
     }
 
-    fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+    pub(crate) fn poll_outcome(&self, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
         let mut state = self.state.lock();
         if let Some(outcome) = state.outcome.take() {
             return Poll::Ready(outcome);
@@ -233,7 +303,7 @@ impl ReplySlot {
 /// Dropping the future abandons the request; a later reply is refused.
 #[must_use = "a response future does nothing unless polled"]
 pub struct ResponseFuture {
-    pub(crate) inner: Result<Arc<ReplySlot>, Option<RequestError>>,
+    pub(crate) inner: Result<Arc<ReplySlot<Vec<u8>>>, Option<RequestError>>,
 }
 
 impl Future for ResponseFuture {
@@ -256,7 +326,7 @@ impl fmt::Debug for ResponseFuture {
 
 /// The receiving half of [`reply_channel`].
 pub struct ReplyReceiver {
-    slot: Arc<ReplySlot>,
+    slot: Arc<ReplySlot<Vec<u8>>>,
 }
 
 impl ReplyReceiver {
@@ -265,7 +335,7 @@ impl ReplyReceiver {
     /// # Errors
     /// [`RequestError::NoReply`] if the handle was dropped, `Timeout` at the deadline.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RequestError> {
-        self.slot.wait_until(time::now() + timeout)
+        self.slot.wait_or_expire(time::now() + timeout)
     }
 
     /// Waits for the answer or for the [`ReplyHandle`] to be dropped.
@@ -309,4 +379,67 @@ impl fmt::Debug for ReplyReceiver {
 pub fn reply_channel() -> (ReplyHandle, ReplyReceiver) {
     let slot = ReplySlot::new(None);
     (ReplyHandle::new(Arc::clone(&slot)), ReplyReceiver { slot })
+}
+
+/// Accepts or rejects one channel open. Dropping it rejects.
+pub struct ChannelOpenReply {
+    open: Option<Arc<OpenSlot>>,
+}
+
+impl ChannelOpenReply {
+    pub(crate) fn new(open: Arc<OpenSlot>) -> Self {
+        Self { open: Some(open) }
+    }
+
+    /// Accepts the channel, optionally with a first message back to the initiator.
+    ///
+    /// # Errors
+    /// [`ChannelError::ChannelNotFound`] if the open was already resolved — it
+    /// timed out, a participant went away, or the router shut down — so the
+    /// channel does not exist.
+    pub fn accept(mut self, response: Option<Vec<u8>>) -> Result<(), ChannelError> {
+        match self.open.take() {
+            Some(open) if open.decide(Ok(OpenDecision::Accepted(response))) => Ok(()),
+            _ => Err(ChannelError::ChannelNotFound),
+        }
+    }
+
+    /// Rejects the channel.
+    pub fn reject(mut self) {
+        if let Some(open) = self.open.take() {
+            open.decide(Ok(OpenDecision::Rejected));
+        }
+    }
+
+    /// `true` once the open has been settled (so accepting would fail).
+    #[must_use]
+    pub fn is_resolved(&self) -> bool {
+        self.open.as_ref().map_or(true, |open| open.is_done())
+    }
+
+    pub(crate) fn fail(mut self, error: RequestError) {
+        if let Some(open) = self.open.take() {
+            open.decide(Err(error));
+        }
+    }
+}
+
+impl Drop for ChannelOpenReply {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.decide(Ok(OpenDecision::Rejected));
+        }
+    }
+}
+
+impl fmt::Debug for ChannelOpenReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelOpenReply").finish_non_exhaustive()
+    }
+}
+
+/// The target's answer to a channel open.
+pub(crate) enum OpenDecision {
+    Accepted(Option<Vec<u8>>),
+    Rejected,
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::ids::ActorId;
+use crate::ids::{ChannelId, Participant};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// Live counters of one shard, updated by callers and the shard thread.
@@ -49,16 +49,32 @@ pub struct ShardMetrics {
     pub dead_letters: u64,
     /// Messages parked in the shard's overflow queues right now.
     pub overflow_depth: usize,
-    /// Actors registered on the shard right now.
+    /// Actors (and external endpoints) registered on the shard right now.
     pub registered_actors: usize,
 }
 
-/// A snapshot of every shard's counters.
+/// A snapshot of the channel table's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelMetrics {
+    /// Channels in the table right now (open, or waiting for the target's answer).
+    pub channels: usize,
+    /// Channels accepted since the router started.
+    pub opened: u64,
+    /// Channel messages delivered or accepted for delivery.
+    pub messages: u64,
+    /// Opens the target rejected (or dropped unanswered).
+    pub rejected: u64,
+}
+
+/// A snapshot of every shard's counters and the channel table's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouterMetrics {
     /// One entry per shard, by index.
     pub shards: Vec<ShardMetrics>,
+    /// The channel table.
+    pub channels: ChannelMetrics,
 }
 
 impl RouterMetrics {
@@ -99,7 +115,9 @@ pub enum DeadLetterReason {
 #[non_exhaustive]
 pub struct DeadLetter {
     /// The intended recipient.
-    pub target: ActorId,
+    pub target: Participant,
+    /// The channel, for channel messages and closes.
+    pub channel_id: Option<ChannelId>,
     /// The payload.
     pub data: Vec<u8>,
     /// Why it was not delivered.
@@ -110,6 +128,7 @@ impl fmt::Debug for DeadLetter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeadLetter")
             .field("target", &self.target)
+            .field("channel_id", &self.channel_id)
             .field("len", &self.data.len())
             .field("reason", &self.reason)
             .finish()

@@ -1,15 +1,21 @@
 //! [`Router`]: the public face.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::error::{BuildError, RegisterError, RequestError, SendError, SendErrorKind, UnregisterError};
-use crate::ids::ActorId;
-use crate::mailbox::{mailbox, Mailbox, MailboxSender};
-use crate::message::{ActorMessage, ReplyHandle, ReplySlot, ResponseFuture};
-use crate::metrics::{DeadLetter, DeadLetterReason, RouterMetrics};
-use crate::shard::{Cmd, DeadLetterSink, Latch, Shard, ShardConfig, ShardHandle};
-use crate::sync::{thread, time, Arc, AtomicBool, Mutex, Ordering};
+use crate::channels::{ChannelTable, Leaving, OpenSlot};
+use crate::error::{
+    BuildError, ChannelError, RegisterError, RequestError, SendError, SendErrorKind, UnregisterError,
+};
+use crate::ids::{ActorId, ChannelId, ExternalId, Participant};
+use crate::mailbox::{mailbox, Mailbox, MailboxSender, MailboxState};
+use crate::message::{ActorMessage, ChannelOpenReply, OpenDecision, ReplyHandle, ReplySlot, ResponseFuture};
+use crate::metrics::{ChannelMetrics, Counters, DeadLetter, DeadLetterReason, RouterMetrics};
+use crate::shard::{Cmd, DeadLetterSink, Latch, Pending, Shard, ShardConfig, ShardHandle};
+use crate::sync::{random_state, thread, time, Arc, AtomicBool, Mutex, Ordering};
 use crate::table::Entry;
 
 /// What happens to a message whose target's mailbox is full.
@@ -163,9 +169,10 @@ impl RouterBuilder {
         Ok(Router {
             inner: Arc::new(Inner {
                 shards: shards.into_boxed_slice(),
-                hasher: hasher(),
+                hasher: random_state(),
                 closed: AtomicBool::new(false),
                 threads: Mutex::new(threads),
+                channels: Arc::new(ChannelTable::new()),
                 mailbox_capacity: self.mailbox_capacity,
                 overflow_bound: self.overflow.bound(),
                 dead_letters: self.dead_letters,
@@ -174,19 +181,9 @@ impl RouterBuilder {
     }
 }
 
-#[cfg(not(loom))]
-fn hasher() -> ahash::RandomState {
-    ahash::RandomState::new()
-}
-
-/// Fixed seeds under loom: a model must make the same choices on every run.
-#[cfg(loom)]
-fn hasher() -> ahash::RandomState {
-    ahash::RandomState::with_seeds(1, 2, 3, 4)
-}
-
 struct Inner {
     shards: Box<[ShardHandle]>,
+    channels: Arc<ChannelTable>,
     hasher: ahash::RandomState,
     closed: AtomicBool,
     threads: Mutex<Vec<thread::JoinHandle>>,
@@ -196,7 +193,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn shard(&self, id: &ActorId) -> &ShardHandle {
+    fn shard(&self, id: &Participant) -> &ShardHandle {
         let n = self.shards.len();
         // `n` is at least 1 (checked at build); the modulo keeps the index in range.
         let index = (self.hasher.hash_one(id) % n as u64) as usize;
@@ -205,6 +202,68 @@ impl Inner {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Routes `msg` to a participant, parking up to `bound` messages at its shard.
+    fn route(&self, to: Participant, msg: ActorMessage, bound: usize) -> Result<(), SendError<ActorMessage>> {
+        if self.is_closed() {
+            return Err(SendError::new(SendErrorKind::Shutdown, msg));
+        }
+        let shard = self.shard(&to);
+        shard
+            .shared
+            .table
+            .with(&to, msg, |entry, msg| entry.route(msg, shard, bound))
+            .unwrap_or_else(|msg| Err(SendError::new(SendErrorKind::ActorNotFound, msg)))
+    }
+
+    /// The registration state of a participant.
+    fn state_of(&self, who: Participant) -> Option<Arc<MailboxState>> {
+        self.shard(&who).shared.table.with(&who, (), |entry, ()| Arc::clone(&entry.state)).ok()
+    }
+
+    fn add(&self, who: Participant, mailbox: MailboxSender) -> Result<(), RegisterError> {
+        if self.is_closed() {
+            return Err(RegisterError::Shutdown);
+        }
+        let shard = self.shard(&who);
+        mailbox.state.link(shard.cmd.clone());
+        let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
+        if shard.shared.table.insert_new(who, entry).is_err() {
+            return Err(match who {
+                Participant::Actor(id) => RegisterError::AlreadyRegistered(id),
+                // External ids are fresh random UUIDs; a clash means one is reused.
+                Participant::External(_) => RegisterError::Shutdown,
+            });
+        }
+        if self.is_closed() {
+            // Raced with shutdown, which may have emptied the table before our insert.
+            shard.shared.table.remove(&who);
+            return Err(RegisterError::Shutdown);
+        }
+        tracing::trace!(participant = %who, shard = shard.shared.index, "registered");
+        Ok(())
+    }
+
+    /// Removes a participant: from here on nothing reaches its mailbox. Its
+    /// channels are closed (peers get `ChannelClose`), opens it takes part in
+    /// resolve, and the shard is told about anything still in flight.
+    fn remove(&self, who: Participant) -> Result<(), ()> {
+        let shard = self.shard(&who);
+        let entry = shard.shared.table.remove(&who).ok_or(())?;
+        let state = &entry.state;
+        for channel in state.take_channels() {
+            if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
+                let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
+            }
+        }
+        // Table readers are done with the entry (the removal took the write lock),
+        // so these counts can only fall from here.
+        if state.in_flight.load(Ordering::SeqCst) > 0 || state.outstanding.load(Ordering::SeqCst) > 0 {
+            let _ = shard.cmd.send(Cmd::Unregistered(entry));
+        }
+        tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
+        Ok(())
     }
 
     /// Stops every shard and joins its thread. Idempotent.
@@ -220,6 +279,7 @@ impl Inner {
             for shard in self.shards.iter() {
                 drop(shard.shared.table.drain());
             }
+            self.channels.clear();
             for shard in self.shards.iter() {
                 let _ = shard.cmd.send(Cmd::Shutdown);
             }
@@ -327,23 +387,7 @@ impl Router {
     /// [`RegisterError::AlreadyRegistered`] if `id` is taken;
     /// [`RegisterError::Shutdown`] after shutdown.
     pub fn register(&self, id: ActorId, mailbox: MailboxSender) -> Result<(), RegisterError> {
-        let inner = &*self.inner;
-        if inner.is_closed() {
-            return Err(RegisterError::Shutdown);
-        }
-        let shard = inner.shard(&id);
-        mailbox.state.link(shard.cmd.clone());
-        let entry = Arc::new(Entry { id, tx: mailbox.tx, state: mailbox.state });
-        if shard.shared.table.insert_new(id, entry).is_err() {
-            return Err(RegisterError::AlreadyRegistered(id));
-        }
-        if inner.is_closed() {
-            // Raced with shutdown, which may have emptied the table before our insert.
-            shard.shared.table.remove(&id);
-            return Err(RegisterError::Shutdown);
-        }
-        tracing::trace!(actor = %id, shard = shard.shared.index, "registered");
-        Ok(())
+        self.inner.add(Participant::Actor(id), mailbox)
     }
 
     /// [`register`](Self::register) for async callers; it completes without waiting.
@@ -359,26 +403,18 @@ impl Router {
 
     /// Unregisters an actor. Once this returns no message reaches its mailbox;
     /// messages parked for it become dead letters and its unresolved requests
-    /// resolve with `ActorNotFound`. Its mailbox disconnects once drained.
+    /// resolve with `ActorNotFound`. Its channels are closed, each peer receiving
+    /// `ChannelClose`, and channel opens it takes part in resolve. Its mailbox
+    /// disconnects once drained.
     ///
     /// # Errors
     /// [`UnregisterError::ActorNotFound`] if `id` is not registered;
     /// [`UnregisterError::Shutdown`] after shutdown.
     pub fn unregister(&self, id: ActorId) -> Result<(), UnregisterError> {
-        let inner = &*self.inner;
-        if inner.is_closed() {
+        if self.inner.is_closed() {
             return Err(UnregisterError::Shutdown);
         }
-        let shard = inner.shard(&id);
-        let entry = shard.shared.table.remove(&id).ok_or(UnregisterError::ActorNotFound(id))?;
-        let state = &entry.state;
-        // Table readers are done with the entry (the removal took the write lock),
-        // so these counts can only fall from here.
-        if state.in_flight.load(Ordering::SeqCst) > 0 || state.outstanding.load(Ordering::SeqCst) > 0 {
-            let _ = shard.cmd.send(Cmd::Unregistered(entry));
-        }
-        tracing::trace!(actor = %id, shard = shard.shared.index, "unregistered");
-        Ok(())
+        self.inner.remove(Participant::Actor(id)).map_err(|()| UnregisterError::ActorNotFound(id))
     }
 
     /// [`unregister`](Self::unregister) for async callers; it completes without waiting.
@@ -395,13 +431,22 @@ impl Router {
     /// `true` if an actor is registered under `id`.
     #[must_use]
     pub fn is_registered(&self, id: ActorId) -> bool {
-        self.inner.shard(&id).shared.table.contains(&id)
+        let who = Participant::Actor(id);
+        self.inner.shard(&who).shared.table.contains(&who)
     }
 
     /// The ids of all registered actors (a snapshot).
     #[must_use]
     pub fn actor_ids(&self) -> Vec<ActorId> {
-        self.inner.shards.iter().flat_map(|s| s.shared.table.keys_where(|_| true)).collect()
+        self.inner
+            .shards
+            .iter()
+            .flat_map(|s| s.shared.table.keys_where(|_| true))
+            .filter_map(|who| match who {
+                Participant::Actor(id) => Some(id),
+                Participant::External(_) => None,
+            })
+            .collect()
     }
 
     /// Routes any [`ActorMessage`] to `id`. Never blocks.
@@ -414,17 +459,7 @@ impl Router {
     /// # Errors
     /// Hands the message back with the [`SendErrorKind`].
     pub fn deliver(&self, id: ActorId, msg: ActorMessage) -> Result<(), SendError<ActorMessage>> {
-        let inner = &*self.inner;
-        if inner.is_closed() {
-            return Err(SendError::new(SendErrorKind::Shutdown, msg));
-        }
-        let shard = inner.shard(&id);
-        let bound = inner.overflow_bound;
-        shard
-            .shared
-            .table
-            .with(&id, msg, |entry, msg| entry.route(msg, shard, bound))
-            .unwrap_or_else(|msg| Err(SendError::new(SendErrorKind::ActorNotFound, msg)))
+        self.inner.route(Participant::Actor(id), msg, self.inner.overflow_bound)
     }
 
     /// Sends a one-way message and reports whether it was accepted. Never blocks.
@@ -454,13 +489,14 @@ impl Router {
     pub fn tell(&self, id: ActorId, data: Vec<u8>) {
         if let Err(e) = self.send(id, data) {
             let reason = match e.kind() {
-                SendErrorKind::ActorNotFound => DeadLetterReason::ActorNotFound,
                 SendErrorKind::MailboxFull => DeadLetterReason::MailboxFull,
                 SendErrorKind::MailboxClosed => DeadLetterReason::MailboxClosed,
                 SendErrorKind::Shutdown => DeadLetterReason::Shutdown,
+                _ => DeadLetterReason::ActorNotFound,
             };
-            let letter = DeadLetter { target: id, data: e.into_inner(), reason };
-            self.inner.shard(&id).dead_letter(self.inner.dead_letters.as_ref(), letter);
+            let who = Participant::Actor(id);
+            let letter = DeadLetter { target: who, channel_id: None, data: e.into_inner(), reason };
+            self.inner.shard(&who).dead_letter(self.inner.dead_letters.as_ref(), letter);
         }
     }
 
@@ -470,11 +506,12 @@ impl Router {
         id: ActorId,
         data: Vec<u8>,
         deadline: Instant,
-    ) -> Result<Arc<ReplySlot>, RequestError> {
+    ) -> Result<Arc<ReplySlot<Vec<u8>>>, RequestError> {
         let inner = &*self.inner;
         if inner.is_closed() {
             return Err(RequestError::Shutdown);
         }
+        let id = Participant::Actor(id);
         let shard = inner.shard(&id);
         let bound = inner.overflow_bound;
         shard
@@ -482,7 +519,12 @@ impl Router {
             .table
             .with(&id, data, |entry, data| {
                 let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
-                if shard.shared.timers.file(&slot, deadline, &shard.cmd).is_err() {
+                if shard
+                    .shared
+                    .timers
+                    .file(Pending::Request(Arc::clone(&slot)), deadline, &shard.cmd)
+                    .is_err()
+                {
                     let _ = slot.complete(Err(RequestError::Shutdown));
                     return Err(RequestError::Shutdown);
                 }
@@ -509,7 +551,7 @@ impl Router {
     /// `MailboxFull`, `MailboxClosed`; `Shutdown`.
     pub fn request(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, RequestError> {
         let deadline = deadline_after(timeout);
-        self.start_request(id, data, deadline)?.wait_until(deadline)
+        self.start_request(id, data, deadline)?.wait_or_expire(deadline)
     }
 
     /// Sends a request; the future resolves with exactly one outcome, as for
@@ -534,6 +576,241 @@ impl Router {
         ResponseFuture { inner: self.start_request(id, data, deadline_after(timeout)).map_err(Some) }
     }
 
+    /// Attaches an external client's endpoint (a mailbox like an actor's) and
+    /// returns the client's new identity. Channel messages and closes addressed to
+    /// it arrive in `mailbox`.
+    ///
+    /// # Errors
+    /// [`RegisterError::Shutdown`] after shutdown.
+    pub fn attach_external(&self, mailbox: MailboxSender) -> Result<ExternalId, RegisterError> {
+        let id = ExternalId::new();
+        self.inner.add(Participant::External(id), mailbox)?;
+        Ok(id)
+    }
+
+    /// Detaches an external endpoint, closing its channels as
+    /// [`unregister`](Self::unregister) does for an actor.
+    ///
+    /// # Errors
+    /// [`UnregisterError::ExternalNotFound`] if `id` is not attached;
+    /// [`UnregisterError::Shutdown`] after shutdown.
+    pub fn detach_external(&self, id: ExternalId) -> Result<(), UnregisterError> {
+        if self.inner.is_closed() {
+            return Err(UnregisterError::Shutdown);
+        }
+        self.inner.remove(Participant::External(id)).map_err(|()| UnregisterError::ExternalNotFound(id))
+    }
+
+    /// Creates the channel entry and posts `ChannelOpen` to the target; the
+    /// returned slot settles exactly once.
+    fn start_open(
+        &self,
+        initiator: Participant,
+        target: Participant,
+        initial_msg: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Arc<OpenSlot>, ChannelError> {
+        let inner = &*self.inner;
+        if inner.is_closed() {
+            return Err(ChannelError::Shutdown);
+        }
+        if initiator == target {
+            return Err(ChannelError::SameParticipant);
+        }
+        let initiator_state =
+            inner.state_of(initiator).ok_or(ChannelError::ParticipantNotFound(initiator))?;
+        let target_state = inner.state_of(target).ok_or(ChannelError::ParticipantNotFound(target))?;
+        let channel_id = ChannelId::random();
+        let open = OpenSlot::new(
+            channel_id,
+            (initiator, Arc::clone(&initiator_state)),
+            (target, Arc::clone(&target_state)),
+            Arc::clone(&inner.channels),
+        );
+        inner.channels.insert_opening(&open);
+        // Linking fails once a participant has left; its departure would not see
+        // this channel, so settle it here.
+        if !initiator_state.link_channel(channel_id) {
+            open.decide(Err(RequestError::ActorNotFound));
+            return Err(ChannelError::ParticipantNotFound(initiator));
+        }
+        if !target_state.link_channel(channel_id) {
+            open.decide(Err(RequestError::ActorNotFound));
+            return Err(ChannelError::ParticipantNotFound(target));
+        }
+        let shard = inner.shard(&target);
+        if shard.shared.timers.file(Pending::Open(Arc::clone(&open)), deadline, &shard.cmd).is_err() {
+            open.decide(Err(RequestError::Shutdown));
+            return Err(ChannelError::Shutdown);
+        }
+        let msg = ActorMessage::ChannelOpen {
+            channel_id,
+            initiator,
+            initial_msg,
+            reply: ChannelOpenReply::new(Arc::clone(&open)),
+        };
+        if let Err(e) = inner.route(target, msg, inner.overflow_bound) {
+            // Settle with the real cause before the returned reply handle is
+            // dropped (dropping it would count as a rejection).
+            let error = RequestError::from(e.kind());
+            open.decide(Err(error));
+            drop(e);
+            return Err(ChannelError::from_open(error, target));
+        }
+        Ok(open)
+    }
+
+    /// Opens a channel from `initiator` to `target`, which receives
+    /// [`ActorMessage::ChannelOpen`] and accepts or rejects. Blocks until exactly
+    /// one outcome: accepted (with the target's optional response), rejected,
+    /// timed out, a participant gone, or shutdown. No shard ever waits for the
+    /// target.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sharded_router::{ActorId, ActorMessage, Router};
+    ///
+    /// let router = Router::builder().shards(2).build().unwrap();
+    /// let (a, b) = (ActorId::new(), ActorId::new());
+    /// let (tx_a, mailbox_a) = router.mailbox();
+    /// let (tx_b, mailbox_b) = router.mailbox();
+    /// router.register(a, tx_a).unwrap();
+    /// router.register(b, tx_b).unwrap();
+    ///
+    /// // `b` accepts every channel and echoes what arrives on it.
+    /// let r = router.clone();
+    /// std::thread::spawn(move || {
+    ///     while let Ok(msg) = mailbox_b.recv() {
+    ///         match msg {
+    ///             ActorMessage::ChannelOpen { reply, .. } => reply.accept(Some(b"welcome".to_vec())).unwrap(),
+    ///             ActorMessage::ChannelMessage { channel_id, data } => r.channel_send(channel_id, b, data).unwrap(),
+    ///             _ => {}
+    ///         }
+    ///     }
+    /// });
+    ///
+    /// let opened = router.open_channel(a, b, b"hello".to_vec(), Duration::from_secs(5)).unwrap();
+    /// assert_eq!(opened.response.as_deref(), Some(&b"welcome"[..]));
+    /// router.channel_send(opened.id, a, b"ping".to_vec()).unwrap();
+    /// match mailbox_a.recv().unwrap() {
+    ///     ActorMessage::ChannelMessage { data, .. } => assert_eq!(data, b"ping"),
+    ///     other => panic!("unexpected {other:?}"),
+    /// }
+    /// router.close_channel(opened.id, a).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// See [`ChannelError`].
+    pub fn open_channel(
+        &self,
+        initiator: impl Into<Participant>,
+        target: impl Into<Participant>,
+        initial_msg: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<OpenedChannel, ChannelError> {
+        let (initiator, target) = (initiator.into(), target.into());
+        let deadline = deadline_after(timeout);
+        let open = self.start_open(initiator, target, initial_msg, deadline)?;
+        let outcome = match open.slot.wait_until(deadline) {
+            Some(outcome) => outcome,
+            None if open.decide(Err(RequestError::Timeout)) => Err(RequestError::Timeout),
+            // Settled by someone else at the deadline: take that outcome.
+            None => open.slot.wait(),
+        };
+        opened(open.channel, target, outcome)
+    }
+
+    /// [`open_channel`](Self::open_channel) for async callers; the target's shard
+    /// keeps the deadline, so any executor (or none) can drive the future.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the wait; the channel is still settled by the
+    /// target or at the deadline, and removed unless accepted.
+    pub fn open_channel_async(
+        &self,
+        initiator: impl Into<Participant>,
+        target: impl Into<Participant>,
+        initial_msg: Vec<u8>,
+        timeout: Duration,
+    ) -> OpenFuture {
+        let target = target.into();
+        let started = self.start_open(initiator.into(), target, initial_msg, deadline_after(timeout));
+        OpenFuture { target, open: started.map_err(Some) }
+    }
+
+    /// Sends `data` on an open channel to its other participant, through the same
+    /// path as [`send`](Self::send): per-pair FIFO holds across sends, requests and
+    /// channel messages. Never blocks.
+    ///
+    /// # Errors
+    /// `ChannelNotFound` (unknown or closed), `ChannelNotOpen`, `NotParticipant`,
+    /// or the peer's routing errors (`MailboxFull`, ...), with the payload handed
+    /// back.
+    pub fn channel_send(
+        &self,
+        channel_id: ChannelId,
+        sender: impl Into<Participant>,
+        data: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let inner = &*self.inner;
+        if inner.is_closed() {
+            return Err(SendError::new(SendErrorKind::Shutdown, data));
+        }
+        let sender = sender.into();
+        let routed = inner
+            .channels
+            .map
+            .with(&channel_id, data, |entry, data| {
+                let peer = match entry.check_open(sender) {
+                    Ok(peer) => peer,
+                    Err(kind) => {
+                        return Err(SendError::new(kind, ActorMessage::ChannelMessage { channel_id, data }));
+                    }
+                };
+                inner.route(peer, ActorMessage::ChannelMessage { channel_id, data }, inner.overflow_bound)
+            })
+            .unwrap_or_else(|data| {
+                Err(SendError::new(
+                    SendErrorKind::ChannelNotFound,
+                    ActorMessage::ChannelMessage { channel_id, data },
+                ))
+            });
+        match routed {
+            Ok(()) => {
+                Counters::bump(&inner.channels.counters.messages);
+                Ok(())
+            }
+            Err(e) => Err(e.map(|msg| match msg {
+                ActorMessage::ChannelMessage { data, .. } => data,
+                other => other.data().to_vec(),
+            })),
+        }
+    }
+
+    /// Closes a channel on behalf of one of its participants. The caller is checked
+    /// before anything is removed: a non-participant gets an error and the channel
+    /// stays open. The peer receives [`ActorMessage::ChannelClose`] after every
+    /// earlier message on the channel from the closer.
+    ///
+    /// # Errors
+    /// `ChannelNotFound` (unknown or already closed), `NotOpen`, `NotParticipant`,
+    /// `Shutdown`.
+    pub fn close_channel(
+        &self,
+        channel_id: ChannelId,
+        sender: impl Into<Participant>,
+    ) -> Result<(), ChannelError> {
+        let inner = &*self.inner;
+        if inner.is_closed() {
+            return Err(ChannelError::Shutdown);
+        }
+        let peer = inner.channels.close(channel_id, sender.into())?;
+        // Close notices are never refused for a full mailbox: they park behind
+        // earlier messages instead.
+        let _ = inner.route(peer, ActorMessage::ChannelClose { channel_id }, usize::MAX);
+        Ok(())
+    }
+
     /// Waits until every shard has handled everything posted to it before this
     /// call (parked deliveries attempted, clean-ups done). Returns at once after
     /// shutdown.
@@ -549,7 +826,14 @@ impl Router {
     /// A snapshot of every shard's counters.
     #[must_use]
     pub fn metrics(&self) -> RouterMetrics {
+        let channels = &self.inner.channels;
         RouterMetrics {
+            channels: ChannelMetrics {
+                channels: channels.map.len(),
+                opened: channels.counters.opened.load(Ordering::Relaxed),
+                messages: channels.counters.messages.load(Ordering::Relaxed),
+                rejected: channels.counters.rejected.load(Ordering::Relaxed),
+            },
             shards: self
                 .inner
                 .shards
@@ -576,4 +860,51 @@ impl Router {
 fn deadline_after(timeout: Duration) -> Instant {
     let now = time::now();
     now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365))
+}
+
+/// A channel the target accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenedChannel {
+    /// The channel's id.
+    pub id: ChannelId,
+    /// What the target sent back with its acceptance, if anything.
+    pub response: Option<Vec<u8>>,
+}
+
+fn opened(
+    id: ChannelId,
+    target: Participant,
+    outcome: Result<OpenDecision, RequestError>,
+) -> Result<OpenedChannel, ChannelError> {
+    match outcome {
+        Ok(OpenDecision::Accepted(response)) => Ok(OpenedChannel { id, response }),
+        Ok(OpenDecision::Rejected) => Err(ChannelError::Rejected),
+        Err(e) => Err(ChannelError::from_open(e, target)),
+    }
+}
+
+/// The pending outcome of [`Router::open_channel_async`].
+#[must_use = "an open future does nothing unless polled"]
+pub struct OpenFuture {
+    target: Participant,
+    open: Result<Arc<OpenSlot>, Option<ChannelError>>,
+}
+
+impl Future for OpenFuture {
+    type Output = Result<OpenedChannel, ChannelError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.open {
+            Ok(open) => open.slot.poll_outcome(cx).map(|outcome| opened(open.channel, this.target, outcome)),
+            Err(error) => Poll::Ready(Err(error.take().unwrap_or(ChannelError::ChannelNotFound))),
+        }
+    }
+}
+
+impl fmt::Debug for OpenFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenFuture").field("target", &self.target).finish_non_exhaustive()
+    }
 }

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::channels::OpenSlot;
 use crate::error::RequestError;
 use crate::mailbox::MailboxState;
 use crate::message::{ActorMessage, ReplySlot};
@@ -94,8 +95,42 @@ fn deliver_dead_letter(counters: &Counters, sink: Option<&DeadLetterSink>, lette
 // ---------------------------------------------------------------------------------
 // Timers
 
+/// Something with a deadline, kept by the target's shard.
+pub(crate) enum Pending {
+    Request(Arc<ReplySlot<Vec<u8>>>),
+    Open(Arc<OpenSlot>),
+}
+
+impl Pending {
+    fn is_done(&self) -> bool {
+        match self {
+            Self::Request(slot) => slot.is_done(),
+            Self::Open(open) => open.is_done(),
+        }
+    }
+
+    /// Resolves with `error` unless already resolved.
+    fn resolve(&self, error: RequestError) {
+        match self {
+            Self::Request(slot) => {
+                let _ = slot.complete(Err(error));
+            }
+            Self::Open(open) => {
+                open.decide(Err(error));
+            }
+        }
+    }
+
+    fn targets(&self, state: &Arc<MailboxState>) -> bool {
+        match self {
+            Self::Request(slot) => slot.targets(state),
+            Self::Open(open) => open.slot.targets(state),
+        }
+    }
+}
+
 struct Filed {
-    slot: Arc<ReplySlot>,
+    pending: Pending,
     deadline: Instant,
 }
 
@@ -123,11 +158,11 @@ impl Timers {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    /// Files a request's deadline. Wakes the shard only if it would otherwise sleep
-    /// past `deadline`. Fails once the shard has stopped.
+    /// Files a deadline. Wakes the shard only if it would otherwise sleep past
+    /// `deadline`. Fails once the shard has stopped.
     pub(crate) fn file(
         &self,
-        slot: &Arc<ReplySlot>,
+        pending: Pending,
         deadline: Instant,
         shard: &chan::Sender<Cmd>,
     ) -> Result<(), ()> {
@@ -136,7 +171,7 @@ impl Timers {
             if inbox.closed {
                 return Err(());
             }
-            inbox.filed.push(Filed { slot: Arc::clone(slot), deadline });
+            inbox.filed.push(Filed { pending, deadline });
         }
         let at = self.nanos(deadline);
         if at < self.next_wake.fetch_min(at, Ordering::SeqCst) {
@@ -381,11 +416,11 @@ impl Shard {
         }
         self.pending.extend(self.shared.timers.take());
         self.pending.retain(|filed| {
-            if filed.slot.targets(&entry.state) {
-                let _ = filed.slot.complete(Err(RequestError::ActorNotFound));
+            if filed.pending.targets(&entry.state) {
+                filed.pending.resolve(RequestError::ActorNotFound);
                 false
             } else {
-                !filed.slot.is_done()
+                !filed.pending.is_done()
             }
         });
     }
@@ -419,8 +454,9 @@ impl Shard {
             DeadLetterReason::MailboxClosed => RequestError::MailboxClosed,
             _ => RequestError::ActorNotFound,
         };
+        let channel_id = msg.channel_id();
         if let Some(data) = msg.undeliverable(outcome) {
-            let letter = DeadLetter { target: entry.id, data, reason };
+            let letter = DeadLetter { target: entry.id, channel_id, data, reason };
             deliver_dead_letter(&self.shared.counters, self.config.dead_letters.as_ref(), letter);
         }
         entry.state.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -441,10 +477,10 @@ impl Shard {
         }
         let now = time::now();
         self.pending.retain(|filed| {
-            if filed.slot.is_done() {
+            if filed.pending.is_done() {
                 false
             } else if filed.deadline <= now {
-                let _ = filed.slot.complete(Err(RequestError::Timeout));
+                filed.pending.resolve(RequestError::Timeout);
                 false
             } else {
                 true
@@ -485,7 +521,7 @@ impl Shard {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.pending.extend(self.shared.timers.close());
         for filed in self.pending.drain(..) {
-            let _ = filed.slot.complete(Err(RequestError::Shutdown));
+            filed.pending.resolve(RequestError::Shutdown);
         }
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {

@@ -127,6 +127,15 @@ mod lock {
     }
 }
 
+/// The hasher for the crate's hash maps and shard selection: randomly keyed
+/// normally, fixed under loom (a model must make the same choices on every run).
+pub(crate) fn random_state() -> ahash::RandomState {
+    #[cfg(not(loom))]
+    return ahash::RandomState::new();
+    #[cfg(loom)]
+    return ahash::RandomState::with_seeds(1, 2, 3, 4);
+}
+
 /// The clock. Under loom it is a mock that models advance explicitly.
 pub(crate) mod time {
     use std::time::Instant;
@@ -241,6 +250,16 @@ pub(crate) mod map {
             self.0.remove(key).map(|(_, v)| v)
         }
 
+        /// Removes `key` only if `pred` holds for its value, deciding under the lock.
+        pub(crate) fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+            self.0.remove_if(key, |_, v| pred(v)).map(|(_, v)| v)
+        }
+
+        /// Runs `f` on the value for `key` under a write lock.
+        pub(crate) fn with_mut<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+            self.0.get_mut(key).map(|mut guard| f(guard.value_mut()))
+        }
+
         pub(crate) fn len(&self) -> usize {
             self.0.len()
         }
@@ -299,6 +318,19 @@ pub(crate) mod map {
 
         pub(crate) fn remove(&self, key: &K) -> Option<V> {
             self.0.lock().remove(key)
+        }
+
+        pub(crate) fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+            let mut map = self.0.lock();
+            if map.get(key).is_some_and(pred) {
+                map.remove(key)
+            } else {
+                None
+            }
+        }
+
+        pub(crate) fn with_mut<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+            self.0.lock().get_mut(key).map(f)
         }
 
         pub(crate) fn len(&self) -> usize {

@@ -9,7 +9,7 @@
 //! `unregister` has removed an entry, no message reaches its mailbox.
 
 use crate::error::{SendError, SendErrorKind};
-use crate::ids::ActorId;
+use crate::ids::Participant;
 use crate::mailbox::MailboxState;
 use crate::message::ActorMessage;
 use crate::metrics::Counters;
@@ -17,11 +17,11 @@ use crate::shard::{Cmd, ShardHandle};
 use crate::sync::{chan, map::ConcurrentMap, Arc, Ordering};
 
 /// One table partition.
-pub(crate) type Table = ConcurrentMap<ActorId, Arc<Entry>>;
+pub(crate) type Table = ConcurrentMap<Participant, Arc<Entry>>;
 
 /// A registered actor.
 pub(crate) struct Entry {
-    pub(crate) id: ActorId,
+    pub(crate) id: Participant,
     pub(crate) tx: chan::Sender<ActorMessage>,
     pub(crate) state: Arc<MailboxState>,
 }
@@ -76,7 +76,7 @@ impl Entry {
         if in_flight.fetch_add(1, Ordering::SeqCst) >= overflow_bound {
             in_flight.fetch_sub(1, Ordering::SeqCst);
             Counters::bump(&counters.rejected);
-            tracing::debug!(actor = %self.id, shard = shard.shared.index, "mailbox full: message rejected");
+            tracing::debug!(participant = %self.id, shard = shard.shared.index, "mailbox full: message rejected");
             return Err(SendError::new(SendErrorKind::MailboxFull, msg));
         }
         // The only command posted here is a `Deliver`, so that is all a failed

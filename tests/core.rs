@@ -228,7 +228,7 @@ fn parked_messages_become_dead_letters_when_the_actor_unregisters() {
     assert!(rx.recv().is_err());
     let letters = letters.lock().unwrap();
     assert_eq!(letters.iter().map(|l| l.data[0]).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(letters.iter().all(|l| l.target == id && l.reason == DeadLetterReason::Unregistered));
+    assert!(letters.iter().all(|l| l.target == id.into() && l.reason == DeadLetterReason::Unregistered));
     assert_eq!(router.metrics().total().dead_letters, 3);
 }
 
@@ -243,7 +243,7 @@ fn tell_counts_undeliverable_messages_as_dead_letters() {
     assert_eq!(router.metrics().total().dead_letters, 1);
     let letters = letters.lock().unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!((letters[0].target, letters[0].reason), (nobody, DeadLetterReason::ActorNotFound));
+    assert_eq!((letters[0].target, letters[0].reason), (nobody.into(), DeadLetterReason::ActorNotFound));
     assert_eq!(letters[0].data, b"x");
 }
 
@@ -385,6 +385,11 @@ fn live_threads_named(prefix: &str) -> usize {
 fn shutdown_under_load_returns_and_joins_every_shard_thread() {
     let router = Router::builder().shards(4).thread_name("srt-load").mailbox_capacity(8).build().unwrap();
     if cfg!(target_os = "linux") {
+        // A thread names itself once it runs; give them a moment to start.
+        let start = std::time::Instant::now();
+        while live_threads_named("srt-load") < 4 && start.elapsed() < LONG {
+            thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(live_threads_named("srt-load"), 4);
     }
     let ids: Vec<ActorId> = (0..32)

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sharded_router::{ActorId, ActorMessage, Router};
+use sharded_router::{ActorId, ActorMessage, ChannelId, Router};
 
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
@@ -69,8 +69,11 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
             thread::spawn(move || {
                 while let Ok(msg) = mailbox.recv() {
                     match msg {
-                        ActorMessage::Send { .. } => {
+                        ActorMessage::Send { .. } | ActorMessage::ChannelMessage { .. } => {
                             received.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ActorMessage::ChannelOpen { reply, .. } => {
+                            let _ = reply.accept(None);
                         }
                         ActorMessage::Request { mut data, reply } => {
                             data.reverse();
@@ -147,6 +150,49 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
         );
     }
 
+    // Channel messages: one external client opens a channel to every actor, then
+    // the producers send on them.
+    let (endpoint, _client) = router.mailbox();
+    let client = router.attach_external(endpoint)?;
+    let channels: Vec<ChannelId> = ids
+        .iter()
+        .map(|&id| router.open_channel(client, id, Vec::new(), Duration::from_secs(5)).map(|c| c.id))
+        .collect::<Result<_, _>>()?;
+    let before = received.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let producers: Vec<_> = (0..args.producers)
+        .map(|p| {
+            let router = router.clone();
+            let channels = channels.clone();
+            let n = args.messages / 2;
+            thread::spawn(move || {
+                let mut refused = 0u64;
+                for i in 0..n {
+                    let channel = channels[(i as usize + p * 31) % channels.len()];
+                    if router.channel_send(channel, client, i.to_le_bytes().to_vec()).is_err() {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: u64 = producers.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    let routed = start.elapsed();
+    let total = args.messages / 2 * args.producers as u64;
+    println!(
+        "channels: {} opened; {total} channel messages by {} producers, {refused} refused: routed at {}",
+        channels.len(),
+        args.producers,
+        rate(total, routed),
+    );
+    while received.load(Ordering::Relaxed) - before + refused < total
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        thread::sleep(Duration::from_millis(1));
+    }
+    router.detach_external(client)?;
+
     // Registration churn on one thread.
     let start = Instant::now();
     for _ in 0..args.churn {
@@ -162,6 +208,11 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
     println!(
         "metrics: delivered direct {}, via overflow {}, rejected {}, dead letters {}, registered {}",
         m.delivered_direct, m.delivered_overflow, m.rejected, m.dead_letters, m.registered_actors
+    );
+    let c = router.metrics().channels;
+    println!(
+        "channels: {} opened, {} messages, {} rejected, {} left in the table",
+        c.opened, c.messages, c.rejected, c.channels
     );
     router.shutdown();
     println!("shut down: every shard thread joined");
