@@ -160,6 +160,9 @@ impl std::error::Error for RequestError {}
 pub enum RegisterError {
     /// An actor is already registered under this id.
     AlreadyRegistered(ActorId),
+    /// A freshly drawn external id was already attached (a random 122-bit
+    /// collision; attaching again draws a new one).
+    ExternalIdInUse(ExternalId),
     /// The router has shut down.
     Shutdown,
 }
@@ -168,6 +171,7 @@ impl fmt::Display for RegisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::AlreadyRegistered(id) => write!(f, "actor {id} is already registered"),
+            Self::ExternalIdInUse(id) => write!(f, "external id {id} is already attached"),
             Self::Shutdown => f.write_str("register failed: the router has shut down"),
         }
     }

@@ -247,7 +247,7 @@ impl<T> ReplySlot<T> {
                 return Some(Err(RequestError::NoReply));
             }
             if time::now() >= deadline || self.ready.wait_until(&mut state, deadline) {
-                return state.outcome.take().map(Some).unwrap_or(None);
+                return state.outcome.take();
             }
         }
     }

@@ -232,8 +232,7 @@ impl Inner {
         if shard.shared.table.insert_new(who, entry).is_err() {
             return Err(match who {
                 Participant::Actor(id) => RegisterError::AlreadyRegistered(id),
-                // External ids are fresh random UUIDs; a clash means one is reused.
-                Participant::External(_) => RegisterError::Shutdown,
+                Participant::External(id) => RegisterError::ExternalIdInUse(id),
             });
         }
         if self.is_closed() {
