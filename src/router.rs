@@ -880,6 +880,7 @@ fn opened(
     match outcome {
         Ok(OpenDecision::Accepted(response)) => Ok(OpenedChannel { id, response }),
         Ok(OpenDecision::Rejected) => Err(ChannelError::Rejected),
+        Ok(OpenDecision::Left(who)) => Err(ChannelError::ParticipantNotFound(who)),
         Err(e) => Err(ChannelError::from_open(e, target)),
     }
 }
