@@ -129,8 +129,8 @@ impl ChannelTable {
     }
 
     /// Settles one channel of a participant that is leaving (unregistered, or its
-    /// endpoint detached): an opening channel resolves with `ParticipantNotFound`,
-    /// an open one is removed and its peer must be told.
+    /// endpoint detached): an opening channel resolves with `ParticipantNotFound`
+    /// naming the leaver, an open one is removed and its peer must be told.
     pub(crate) fn settle_for_leaver(&self, channel: ChannelId, leaver: Participant) -> Leaving {
         // Phases only move forward (opening -> open -> gone), so this ends.
         loop {
@@ -141,7 +141,7 @@ impl ChannelTable {
             match phase {
                 Err(()) => return Leaving::Nothing,
                 Ok(Some(open)) => {
-                    if open.decide(Err(RequestError::ActorNotFound)) {
+                    if open.decide(Ok(OpenDecision::Left(leaver))) {
                         return Leaving::Nothing;
                     }
                 }
@@ -235,7 +235,7 @@ impl OpenSlot {
         match &outcome {
             Ok(OpenDecision::Accepted(_)) => Counters::bump(&self.table.counters.opened),
             Ok(OpenDecision::Rejected) => Counters::bump(&self.table.counters.rejected),
-            Err(_) => {}
+            Ok(OpenDecision::Left(_)) | Err(_) => {}
         }
         let _ = self.slot.complete(outcome);
         true

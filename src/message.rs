@@ -442,4 +442,6 @@ impl fmt::Debug for ChannelOpenReply {
 pub(crate) enum OpenDecision {
     Accepted(Option<Vec<u8>>),
     Rejected,
+    /// This participant went away before the target decided.
+    Left(Participant),
 }

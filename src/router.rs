@@ -267,6 +267,7 @@ impl Inner {
 
     /// Stops every shard and joins its thread. Idempotent.
     fn shutdown(&self) {
+        let mut removed = Vec::new();
         if !self.closed.swap(true, Ordering::SeqCst) {
             tracing::info!(shards = self.shards.len(), "router shutting down");
             for shard in self.shards.iter() {
@@ -276,7 +277,7 @@ impl Inner {
             // its `Shutdown` (posts happen under a table read lock), and actors see
             // their mailboxes disconnect.
             for shard in self.shards.iter() {
-                drop(shard.shared.table.drain());
+                removed.extend(shard.shared.table.drain());
             }
             self.channels.clear();
             for shard in self.shards.iter() {
@@ -291,6 +292,11 @@ impl Inner {
                 let _ = t.join();
             }
         }
+        // The mailbox senders go last. A mailbox whose receiver is gone drops its
+        // queued messages with its last sender, and their reply handles would
+        // settle requests and opens as unanswered (`NoReply`, `Rejected`) before
+        // the channel table and the shards resolve them with `Shutdown`.
+        drop(removed);
     }
 }
 
@@ -879,6 +885,7 @@ fn opened(
     match outcome {
         Ok(OpenDecision::Accepted(response)) => Ok(OpenedChannel { id, response }),
         Ok(OpenDecision::Rejected) => Err(ChannelError::Rejected),
+        Ok(OpenDecision::Left(who)) => Err(ChannelError::ParticipantNotFound(who)),
         Err(e) => Err(ChannelError::from_open(e, target)),
     }
 }

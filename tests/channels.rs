@@ -454,3 +454,19 @@ fn compat_channel_commands() {
         assert_eq!(router.metrics().channels.channels, 0);
     });
 }
+
+#[test]
+fn an_open_whose_initiator_leaves_names_the_initiator() {
+    let router = router();
+    let (a, _mailbox_a) = actor(&router);
+    let (b, mailbox_b) = actor(&router);
+    let open = router.open_channel_async(a, b, b"hi".to_vec(), LONG);
+    router.unregister(a).unwrap();
+    let outcome = futures_executor::block_on(open);
+    assert_eq!(outcome, Err(ChannelError::ParticipantNotFound(Participant::Actor(a))));
+    // The target still gets the request, already settled.
+    match mailbox_b.recv_timeout(LONG).unwrap() {
+        ActorMessage::ChannelOpen { reply, .. } => assert!(reply.accept(None).is_err()),
+        other => panic!("expected a channel open, got {other:?}"),
+    }
+}

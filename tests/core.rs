@@ -469,3 +469,15 @@ fn async_registration_and_receive() {
         assert!(rx.recv_async().await.is_err());
     });
 }
+
+#[test]
+fn shutdown_resolves_requests_queued_in_a_dropped_mailbox() {
+    let router = Router::builder().shards(1).build().unwrap();
+    let (tx, mailbox) = router.mailbox();
+    let id = ActorId::new();
+    router.register(id, tx).unwrap();
+    let pending = router.request_async(id, b"q".to_vec(), LONG);
+    drop(mailbox);
+    router.shutdown();
+    assert_eq!(futures_executor::block_on(pending), Err(RequestError::Shutdown));
+}

@@ -1,0 +1,9 @@
+//! Differential fuzzing of the router: a list of ops runs against a real router
+//! and a sequential model; any difference panics. See `src/router_ops.rs`.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sharded_router_fuzz::router_ops::{run, Op};
+
+fuzz_target!(|ops: Vec<Op>| run(&ops));
