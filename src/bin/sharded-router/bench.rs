@@ -21,6 +21,9 @@ pub struct BenchArgs {
     /// Target length of one timed run, in milliseconds.
     #[arg(long, default_value_t = 40)]
     pub run_ms: u64,
+    /// Run only the cases whose "group case" text contains this (e.g. "scale").
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -175,7 +178,13 @@ type Medians = [Option<f64>; 3];
 pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
     let runs = args.runs.max(1);
     let run_time = Duration::from_millis(args.run_ms.max(1));
-    let cases = cases();
+    let mut cases = cases();
+    if let Some(only) = &args.only {
+        cases.retain(|c| format!("{} {}", c.group, c.label).contains(only.as_str()));
+        if cases.is_empty() {
+            return Err(format!("no case matches {only:?}").into());
+        }
+    }
     let mut specs: Vec<Spec> = Vec::new();
     for case in &cases {
         if !specs.contains(&case.spec) {
