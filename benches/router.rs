@@ -47,6 +47,9 @@ fn one_way(c: &mut Criterion) {
         }
         g.finish();
     }
+    if let Some(n) = fixtures[0].overflowed() {
+        eprintln!("1_one_way/ours: {n} messages went through a shard's overflow queue (mailbox full)");
+    }
 }
 
 /// Group 2: request/response round trips to 100 actors from 1 and 8 concurrent

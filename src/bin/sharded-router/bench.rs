@@ -24,6 +24,17 @@ pub struct BenchArgs {
     /// Run only the cases whose "group case" text contains this (e.g. "scale").
     #[arg(long)]
     pub only: Option<String>,
+    /// Run only these implementations (comma-separated: ours, anchor, limit).
+    #[arg(long, value_delimiter = ',', value_parser = parse_impl)]
+    pub impls: Vec<Impl>,
+    /// Fixed size of every timed run (messages, round trips or pairs) instead of a
+    /// calibrated one; for profiling, where a fixed amount of work is compared.
+    #[arg(long)]
+    pub messages: Option<u64>,
+}
+
+fn parse_impl(name: &str) -> Result<Impl, String> {
+    Impl::ALL.into_iter().find(|i| i.name() == name).ok_or_else(|| format!("unknown implementation {name:?}"))
 }
 
 #[derive(Clone, Copy)]
@@ -195,16 +206,18 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
     let mut results: Vec<Medians> = vec![[None; 3]; cases.len()];
     let mut notes = Vec::new();
     let started = Instant::now();
+    let selected = |imp: Impl| args.impls.is_empty() || args.impls.contains(&imp);
 
     for &spec in &specs {
-        let fixtures: Vec<Fixture> = Impl::ALL
+        let fixtures: Vec<Option<Fixture>> = Impl::ALL
             .iter()
             .map(|&imp| {
-                let fixture = Fixture::new(imp, spec);
+                let fixture = selected(imp).then(|| Fixture::new(imp, spec));
                 progress.step(&format!("started {} with {} actors", imp.name(), spec.actors));
                 fixture
             })
             .collect();
+        let mut overflow_seen = 0;
         for (index, case) in cases.iter().enumerate().filter(|(_, c)| c.spec == spec) {
             // Calibrate each implementation's run length, then interleave the timed
             // runs so that noise on the machine falls on all three alike.
@@ -213,8 +226,12 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
                 .zip(Impl::ALL)
                 .map(|(fixture, imp)| {
                     let probe = case.work.probe();
-                    let size = case.work.run(fixture, probe).map(|run| {
-                        ((rate(probe, run.elapsed) * run_time.as_secs_f64()) as u64).clamp(probe, 50_000_000)
+                    let size = fixture.as_ref().and_then(|fixture| {
+                        let run = case.work.run(fixture, probe)?;
+                        Some(args.messages.unwrap_or_else(|| {
+                            ((rate(probe, run.elapsed) * run_time.as_secs_f64()) as u64)
+                                .clamp(probe, 50_000_000)
+                        }))
                     });
                     progress.step(&format!("{} {}: {} (calibrating)", case.group, case.label, imp.name()));
                     size
@@ -224,7 +241,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
             let mut refused = [(0u64, 0u64); 3];
             for _ in 0..runs {
                 for (k, fixture) in fixtures.iter().enumerate() {
-                    if let Some(n) = sizes[k] {
+                    if let (Some(n), Some(fixture)) = (sizes[k], fixture) {
                         if let Some(run) = case.work.run(fixture, n) {
                             rates[k].push(rate(n, run.elapsed));
                             refused[k].0 += run.refused;
@@ -234,6 +251,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
                     progress.step(&format!("{} {}: {}", case.group, case.label, Impl::ALL[k].name()));
                 }
             }
+            let overflowed = fixtures[0].as_ref().and_then(Fixture::overflowed).unwrap_or(0);
+            if overflowed > overflow_seen {
+                notes.push(format!(
+                    "{} {}: ours delivered {} messages through its shards' overflow queues (mailbox full)",
+                    case.group,
+                    case.label,
+                    overflowed - overflow_seen
+                ));
+            }
+            overflow_seen = overflowed;
             for (k, r) in rates.into_iter().enumerate() {
                 results[index][k] = (!r.is_empty()).then(|| median(r));
             }

@@ -47,6 +47,8 @@ use self::anchor::{Anchor, AnchorMessage};
 pub const YIELD_EVERY: u64 = 32;
 /// Mailbox capacity for every implementation (our router's default).
 pub const MAILBOX_CAPACITY: usize = 1024;
+/// Producers (or requesters) whose target sequences a fixture makes up front.
+const MAX_TASKS: usize = 8;
 /// Length of each producer's cyclic sequence of targets.
 const TARGETS_LEN: usize = 1 << 17;
 /// A run that has not finished after this long has lost messages.
@@ -449,6 +451,8 @@ pub struct Fixture {
     sink: Arc<Sink>,
     actors: usize,
     slow: Option<u32>,
+    /// Target sequences for the first [`MAX_TASKS`] producers, made once.
+    targets: Vec<Arc<[u32]>>,
 }
 
 impl Fixture {
@@ -512,7 +516,8 @@ impl Fixture {
                 System::Limit { mailboxes }
             }
         };
-        Self { runtime, system: Arc::new(system), sink, actors: spec.actors, slow }
+        let targets = (0..MAX_TASKS).map(|t| targets(t as u64 + 1, spec.actors)).collect();
+        Self { runtime, system: Arc::new(system), sink, actors: spec.actors, slow, targets }
     }
 
     fn shares(&self, tasks: usize, total: u64, mode: Mode, full: Full) -> Vec<Share> {
@@ -521,7 +526,7 @@ impl Fixture {
             .map(|t| Share {
                 system: Arc::clone(&self.system),
                 sink: Arc::clone(&self.sink),
-                targets: targets(t as u64 + 1, self.actors),
+                targets: self.targets.get(t).cloned().unwrap_or_else(|| targets(t as u64 + 1, self.actors)),
                 count: total / tasks as u64 + u64::from((t as u64) < total % tasks as u64),
                 mode,
                 full,
@@ -620,6 +625,17 @@ impl Fixture {
             Some(timed)
         });
         self.runtime.block_on(task).expect("churn task")
+    }
+}
+
+impl Fixture {
+    /// For ours: how many messages so far went through a shard's overflow queue
+    /// (the slow path taken when a mailbox is full).
+    pub fn overflowed(&self) -> Option<u64> {
+        match &*self.system {
+            System::Ours { router, .. } => Some(router.metrics().total().delivered_overflow),
+            _ => None,
+        }
     }
 }
 
