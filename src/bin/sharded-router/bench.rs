@@ -28,7 +28,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_impl)]
     pub impls: Vec<Impl>,
     /// Fixed size of every timed run (messages, round trips or pairs) instead of a
-    /// calibrated one; for profiling, where a fixed amount of work is compared.
+    /// measured one; for profiling, where a fixed amount of work is compared.
     #[arg(long)]
     pub messages: Option<u64>,
 }
@@ -95,7 +95,7 @@ fn cases() -> Vec<Case> {
 }
 
 impl Work {
-    /// Messages (or round trips) in the calibration run.
+    /// Messages (or round trips) in the first, sizing run.
     fn probe(self) -> u64 {
         match self {
             Work::OneWay { .. } | Work::Churn => 4096,
@@ -219,7 +219,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
             .collect();
         let mut overflow_seen = 0;
         for (index, case) in cases.iter().enumerate().filter(|(_, c)| c.spec == spec) {
-            // Calibrate each implementation's run length, then interleave the timed
+            // Warm up and size each implementation's runs, then interleave the timed
             // runs so that noise on the machine falls on all three alike.
             let sizes: Vec<Option<u64>> = fixtures
                 .iter()
@@ -227,13 +227,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
                 .map(|(fixture, imp)| {
                     let probe = case.work.probe();
                     let size = fixture.as_ref().and_then(|fixture| {
-                        let run = case.work.run(fixture, probe)?;
-                        Some(args.messages.unwrap_or_else(|| {
-                            ((rate(probe, run.elapsed) * run_time.as_secs_f64()) as u64)
-                                .clamp(probe, 50_000_000)
-                        }))
+                        // A short probe, then a full-length warm-up run whose rate
+                        // sets the size of the timed runs.
+                        let sized = |n: u64, run: Run| {
+                            ((rate(n, run.elapsed) * run_time.as_secs_f64()) as u64).clamp(probe, 50_000_000)
+                        };
+                        let first = sized(probe, case.work.run(fixture, probe)?);
+                        let warm = sized(first, case.work.run(fixture, first)?);
+                        Some(args.messages.unwrap_or(warm))
                     });
-                    progress.step(&format!("{} {}: {} (calibrating)", case.group, case.label, imp.name()));
+                    progress.step(&format!("{} {}: {} (warming up)", case.group, case.label, imp.name()));
                     size
                 })
                 .collect();
