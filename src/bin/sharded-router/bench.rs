@@ -341,15 +341,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
             );
         }
     }
-    if let (Some([small, ..]), Some([big, ..])) = (
+    if let (Some([small, _, limit_small]), Some([big, _, limit_big])) = (
         find("4 scale", "100 actors, acked, 2 producers"),
         find("4 scale", "100000 actors, acked, 2 producers"),
     ) {
         let share = ratio(big, small);
         println!(
-            "  scale: ours at 100k actors is {} of ours at 100 actors (>= 80%: {})",
+            "  scale: ours at 100k actors is {} of ours at 100 actors (>= 80%: {}); the limit keeps {}",
             pct(share),
-            verdict(share.map(|r| r >= 0.8))
+            verdict(share.map(|r| r >= 0.8)),
+            pct(ratio(limit_big, limit_small)),
         );
     }
     if let Some([ours, ..]) = find("5 churn", "register + unregister pairs, 100 actors") {
