@@ -367,3 +367,28 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
 fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every workload completes for every implementation, with nothing lost.
+    #[test]
+    fn workloads_complete() {
+        for imp in Impl::ALL {
+            let fixture = Fixture::new(imp, Spec::actors(10));
+            for mode in [Mode::Acked, Mode::Tell] {
+                for producers in [1, 3] {
+                    let run = fixture.one_way(producers, mode, Full::Wait, 2_000);
+                    assert_eq!(run.refused, 0, "{}", imp.name());
+                }
+            }
+            fixture.round_trips(4, 200);
+            assert_eq!(fixture.churn(100).is_some(), imp != Impl::Limit);
+
+            let overflow = Fixture::new(imp, Spec::overflow());
+            let run = overflow.one_way(2, Mode::Acked, Full::Refuse, 2_000);
+            assert!(run.refused <= 2_000);
+        }
+    }
+}
