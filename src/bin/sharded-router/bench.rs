@@ -1,6 +1,7 @@
 //! `sharded-router bench`: a short run of the benchmark workloads (one-way sends,
-//! request/response, scale) for our router, the single-task anchor and the raw
-//! flume limit, printed as one table of medians with ratios from the same run.
+//! request/response, scale, churn, overflow) for our router, the single-task anchor
+//! and the raw flume limit, printed as one table of medians with ratios from the same
+//! run.
 //!
 //! The workloads are the ones the criterion benches run (`workload` module); see
 //! its docs for how actors and producers are run.

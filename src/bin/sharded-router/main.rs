@@ -21,7 +21,8 @@ enum Command {
     /// report what happened and how fast (the default).
     Demo(demo::DemoArgs),
     /// Benchmark our router against the single-task anchor and the raw flume limit
-    /// (one-way sends, request/response, scale) and print a table of rates and ratios.
+    /// (one-way sends, request/response, scale, churn, overflow) and print a table of
+    /// rates and ratios.
     Bench(bench::BenchArgs),
 }
 
