@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
+mod workload;
 
 #[derive(Parser)]
 #[command(version, about = "Sharded, high-throughput message routing for actor runtimes")]
@@ -18,6 +20,10 @@ enum Command {
     /// Run an in-process demo: register actors, route messages and requests, and
     /// report what happened and how fast (the default).
     Demo(demo::DemoArgs),
+    /// Benchmark our router against the single-task anchor and the raw flume limit
+    /// (one-way sends, request/response, scale, churn, overflow) and print a table of
+    /// rates and ratios.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => demo::run(&demo::DemoArgs::default()),
         Some(Command::Demo(args)) => demo::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
