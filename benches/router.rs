@@ -67,10 +67,20 @@ fn request_response(c: &mut Criterion) {
     g.finish();
 }
 
-/// Group 3: channel messages. The router has no channel API yet (`open_channel`,
-/// `channel_send`, `close_channel`); this group is filled in when it does, with the
-/// anchor routing channel messages through its task as Theater does.
-fn channel_messages(_c: &mut Criterion) {}
+/// Group 3: acked channel messages from 2 producers on open channels, one to each of
+/// 100 actors. Ours checks the sender against the channel table and delivers
+/// straight into the mailbox; the anchor routes each message through its task, as
+/// Theater does; the limit is the same raw flume hop as in group 1.
+fn channel_messages(c: &mut Criterion) {
+    let mut g = group(c, "3_channel_messages");
+    for imp in Impl::ALL {
+        let fixture = Fixture::new(imp, Spec::channels(100));
+        g.bench_function(BenchmarkId::new(imp.name(), "2_producers"), |b| {
+            b.iter_custom(|n| fixture.one_way(2, Mode::Channel, Full::Wait, n).elapsed)
+        });
+    }
+    g.finish();
+}
 
 /// Group 4: acked sends from 2 producers to random actors among 100, 10k and 100k
 /// registered.

@@ -72,6 +72,12 @@ fn cases() -> Vec<Case> {
             work: Work::Requests { requesters },
         });
     }
+    cases.push(Case {
+        group: "3 channels",
+        label: "channel messages, 100 open channels, 2 producers".to_owned(),
+        spec: Spec::channels(100),
+        work: Work::OneWay { producers: 2, mode: Mode::Channel, full: Full::Wait },
+    });
     for actors in [100, 10_000, 100_000] {
         cases.push(Case {
             group: "4 scale",
@@ -386,6 +392,9 @@ mod tests {
             }
             fixture.round_trips(4, 200);
             assert_eq!(fixture.churn(100).is_some(), imp != Impl::Limit);
+
+            let channels = Fixture::new(imp, Spec::channels(10));
+            assert_eq!(channels.one_way(2, Mode::Channel, Full::Wait, 2_000).refused, 0, "{}", imp.name());
 
             let overflow = Fixture::new(imp, Spec::overflow());
             let run = overflow.one_way(2, Mode::Acked, Full::Refuse, 2_000);

@@ -8,8 +8,11 @@
 //! back to the requester. Mailboxes are bounded tokio `mpsc` channels; actors are
 //! tokio tasks.
 //!
-//! Channel commands (open, message, close) are not modelled yet: they arrive with the
-//! channel benchmarks (group 3).
+//! Channels are kept as Theater keeps them: a table in the router task mapping a
+//! channel id to its two participants. A channel message goes through the task, which
+//! looks the channel up and awaits the other participant's mailbox. Opening a channel
+//! here only records it (Theater's task also awaits the target's accept, which the
+//! channel-message benchmark does not measure).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -27,6 +30,8 @@ pub enum AnchorMessage {
     Send { data: Vec<u8> },
     /// A request; the answer goes to `reply`.
     Request { data: Vec<u8>, reply: oneshot::Sender<Vec<u8>> },
+    /// A message on a channel.
+    ChannelMessage { channel: u64, data: Vec<u8> },
 }
 
 /// Why an anchor command failed.
@@ -45,6 +50,8 @@ enum Command {
     Register { id: ActorId, mailbox: mpsc::Sender<AnchorMessage>, ack: Ack },
     Unregister { id: ActorId, ack: Ack },
     Route { target: ActorId, message: AnchorMessage, ack: Ack },
+    OpenChannel { initiator: ActorId, target: ActorId, ack: oneshot::Sender<Result<u64, AnchorError>> },
+    ChannelMessage { channel: u64, sender: ActorId, data: Vec<u8>, ack: Ack },
 }
 
 /// A handle to the router task. Cheap to clone.
@@ -92,6 +99,26 @@ impl Anchor {
         self.commands.send(Command::Route { target, message, ack }).await.map_err(|_| AnchorError::RouterGone)
     }
 
+    /// Records a channel between `initiator` and `target`; returns its id.
+    pub async fn open_channel(&self, initiator: ActorId, target: ActorId) -> Result<u64, AnchorError> {
+        let (ack, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::OpenChannel { initiator, target, ack })
+            .await
+            .map_err(|_| AnchorError::RouterGone)?;
+        outcome.await.unwrap_or(Err(AnchorError::RouterGone))
+    }
+
+    /// A channel message from `sender`; waits for the route result.
+    pub async fn channel_send(
+        &self,
+        channel: u64,
+        sender: ActorId,
+        data: Vec<u8>,
+    ) -> Result<(), AnchorError> {
+        self.call(|ack| Command::ChannelMessage { channel, sender, data, ack }).await
+    }
+
     /// A request: waits for the route result, then for the actor's answer.
     pub async fn request(&self, target: ActorId, data: Vec<u8>) -> Result<Vec<u8>, AnchorError> {
         let (reply, answer) = oneshot::channel();
@@ -104,6 +131,8 @@ impl Anchor {
 /// The router loop: every command, in order, on one task.
 async fn run(mut commands: mpsc::Receiver<Command>) {
     let mut actors: HashMap<ActorId, mpsc::Sender<AnchorMessage>> = HashMap::new();
+    let mut channels: HashMap<u64, (ActorId, ActorId)> = HashMap::new();
+    let mut next_channel = 0u64;
     while let Some(command) = commands.recv().await {
         match command {
             Command::Register { id, mailbox, ack } => {
@@ -122,6 +151,22 @@ async fn run(mut commands: mpsc::Receiver<Command>) {
             Command::Route { target, message, ack } => {
                 let outcome = match actors.get(&target) {
                     Some(mailbox) => mailbox.send(message).await.map_err(|_| AnchorError::MailboxClosed),
+                    None => Err(AnchorError::NotFound),
+                };
+                let _ = ack.send(outcome);
+            }
+            Command::OpenChannel { initiator, target, ack } => {
+                next_channel += 1;
+                channels.insert(next_channel, (initiator, target));
+                let _ = ack.send(Ok(next_channel));
+            }
+            Command::ChannelMessage { channel, sender, data, ack } => {
+                let peer = channels.get(&channel).map(|&(a, b)| if sender == a { b } else { a });
+                let outcome = match peer.and_then(|p| actors.get(&p)) {
+                    Some(mailbox) => mailbox
+                        .send(AnchorMessage::ChannelMessage { channel, data })
+                        .await
+                        .map_err(|_| AnchorError::MailboxClosed),
                     None => Err(AnchorError::NotFound),
                 };
                 let _ = ack.send(outcome);

@@ -36,7 +36,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use sharded_router::{ActorId, ActorMessage, Mailbox, OverflowPolicy, Router, SendErrorKind, TryRecvError};
+use sharded_router::{
+    ActorId, ActorMessage, ChannelId, ExternalId, Mailbox, OverflowPolicy, Router, SendErrorKind,
+    TryRecvError,
+};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::yield_now;
@@ -84,6 +87,10 @@ pub enum Mode {
     /// Fire-and-forget. The raw channel has no route result, so for the limit both
     /// modes are the same flume send.
     Tell,
+    /// Acked messages on open channels, one channel per actor, all opened by one
+    /// client (ours: an external endpoint; the anchor: a registered id). For the
+    /// limit this is the same flume send.
+    Channel,
 }
 
 /// What a producer does when a mailbox is full.
@@ -106,17 +113,24 @@ pub struct Spec {
     pub park: usize,
     /// Actor 0 takes one message per millisecond and is not waited for.
     pub slow_actor: bool,
+    /// Open a channel to every actor (for [`Mode::Channel`]).
+    pub channels: bool,
 }
 
 impl Spec {
     pub fn actors(actors: usize) -> Self {
-        Self { actors, capacity: MAILBOX_CAPACITY, park: 4096, slow_actor: false }
+        Self { actors, capacity: MAILBOX_CAPACITY, park: 4096, slow_actor: false, channels: false }
     }
 
     /// The overflow workload: 100 actors with mailboxes of 64, one of them slow; our
     /// router parks up to 256 messages for it and refuses the rest.
     pub fn overflow() -> Self {
-        Self { actors: 100, capacity: 64, park: 256, slow_actor: true }
+        Self { actors: 100, capacity: 64, park: 256, slow_actor: true, channels: false }
+    }
+
+    /// The channel workload: `actors` actors, each with one open channel.
+    pub fn channels(actors: usize) -> Self {
+        Self { channels: true, ..Self::actors(actors) }
     }
 }
 
@@ -210,9 +224,12 @@ async fn ours_actor(mailbox: Mailbox, mut tally: Tally, slow: bool) {
             Err(_) => return,
         };
         match msg {
-            ActorMessage::Send { data } => tally.one(&data),
+            ActorMessage::Send { data } | ActorMessage::ChannelMessage { data, .. } => tally.one(&data),
             ActorMessage::Request { data, reply } => {
                 let _ = reply.reply(data);
+            }
+            ActorMessage::ChannelOpen { reply, .. } => {
+                let _ = reply.accept(None);
             }
             _ => {}
         }
@@ -237,6 +254,10 @@ async fn anchor_actor(mut mailbox: mpsc::Receiver<AnchorMessage>, mut tally: Tal
         };
         match msg {
             AnchorMessage::Send { data } => tally.one(&data),
+            AnchorMessage::ChannelMessage { channel, data } => {
+                std::hint::black_box(channel);
+                tally.one(&data);
+            }
             AnchorMessage::Request { data, reply } => {
                 let _ = reply.send(data);
             }
@@ -281,10 +302,31 @@ async fn limit_actor(mailbox: flume::Receiver<RawMessage>, mut tally: Tally, slo
 // ---------------------------------------------------------------------------------
 // Producers
 
+/// Channels opened for [`Mode::Channel`]: the client that opened them, and one
+/// channel per actor, by index.
+struct Channels<Client, Id> {
+    client: Client,
+    ids: Vec<Id>,
+    /// Our client's endpoint, kept open for the fixture's life (nothing is sent
+    /// to it).
+    _endpoint: Option<Mailbox>,
+}
+
 enum System {
-    Ours { router: Router, ids: Vec<ActorId> },
-    Anchor { anchor: Anchor, ids: Vec<ActorId> },
-    Limit { mailboxes: Vec<flume::Sender<RawMessage>> },
+    Ours {
+        router: Router,
+        ids: Vec<ActorId>,
+        channels: Option<Channels<ExternalId, ChannelId>>,
+    },
+    /// The anchor's channel ids are its own counter values.
+    Anchor {
+        anchor: Anchor,
+        ids: Vec<ActorId>,
+        channels: Option<Channels<ActorId, u64>>,
+    },
+    Limit {
+        mailboxes: Vec<flume::Sender<RawMessage>>,
+    },
 }
 
 /// One producer's share of a run.
@@ -318,16 +360,22 @@ impl Share {
     async fn produce(self) -> u64 {
         let mut refused = 0;
         match &*self.system {
-            System::Ours { router, ids } => {
+            System::Ours { router, ids, channels } => {
                 for i in 0..self.count {
                     let target = self.target(i);
                     let id = ids[target as usize];
                     match self.mode {
                         Mode::Tell => router.tell(id, payload(i)),
-                        Mode::Acked => {
+                        Mode::Acked | Mode::Channel => {
                             let mut data = payload(i);
                             loop {
-                                match router.send(id, data) {
+                                let sent = match channels {
+                                    Some(c) if self.mode == Mode::Channel => {
+                                        router.channel_send(c.ids[target as usize], c.client, data)
+                                    }
+                                    _ => router.send(id, data),
+                                };
+                                match sent {
                                     Ok(()) => break,
                                     Err(e)
                                         if e.kind() == SendErrorKind::MailboxFull
@@ -350,13 +398,16 @@ impl Share {
                     }
                 }
             }
-            System::Anchor { anchor, ids } => {
+            System::Anchor { anchor, ids, channels } => {
                 for i in 0..self.count {
                     let target = self.target(i);
                     let id = ids[target as usize];
-                    let outcome = match self.mode {
-                        Mode::Acked => anchor.send(id, payload(i)).await,
-                        Mode::Tell => anchor.tell(id, payload(i)).await,
+                    let outcome = match (self.mode, channels) {
+                        (Mode::Channel, Some(c)) => {
+                            anchor.channel_send(c.ids[target as usize], c.client, payload(i)).await
+                        }
+                        (Mode::Tell, _) => anchor.tell(id, payload(i)).await,
+                        _ => anchor.send(id, payload(i)).await,
                     };
                     if outcome.is_err() {
                         refused += 1;
@@ -396,10 +447,10 @@ impl Share {
             let target = self.target(i) as usize;
             let data = payload(i);
             let answer = match &*self.system {
-                System::Ours { router, ids } => {
+                System::Ours { router, ids, .. } => {
                     router.request_async(ids[target], data, REQUEST_TIMEOUT).await.ok()
                 }
-                System::Anchor { anchor, ids } => anchor.request(ids[target], data).await.ok(),
+                System::Anchor { anchor, ids, .. } => anchor.request(ids[target], data).await.ok(),
                 System::Limit { mailboxes } => {
                     let (reply, answer) = flume::bounded(1);
                     match mailboxes[target].send_async(RawMessage::Request { data, reply }).await {
@@ -479,8 +530,19 @@ impl Fixture {
                         runtime.spawn(ours_actor(mailbox, tally(index), is_slow(index)));
                         id
                     })
-                    .collect();
-                System::Ours { router, ids }
+                    .collect::<Vec<_>>();
+                let channels = spec.channels.then(|| {
+                    let (endpoint, client_mailbox) = router.mailbox();
+                    let client = router.attach_external(endpoint).expect("attach");
+                    let ids = ids
+                        .iter()
+                        .map(|&id| {
+                            router.open_channel(client, id, Vec::new(), REQUEST_TIMEOUT).expect("open").id
+                        })
+                        .collect();
+                    Channels { client, ids, _endpoint: Some(client_mailbox) }
+                });
+                System::Ours { router, ids, channels }
             }
             Impl::Anchor => {
                 let anchor = Anchor::start(runtime.handle());
@@ -503,7 +565,22 @@ impl Fixture {
                         }
                     }))
                     .expect("registrar");
-                System::Anchor { anchor, ids }
+                let channels = spec.channels.then(|| {
+                    let opener = anchor.clone();
+                    let targets = ids.clone();
+                    let client = ActorId::new();
+                    let ids = runtime
+                        .block_on(runtime.spawn(async move {
+                            let mut opened = Vec::with_capacity(targets.len());
+                            for id in targets {
+                                opened.push(opener.open_channel(client, id).await.expect("open"));
+                            }
+                            opened
+                        }))
+                        .expect("opener");
+                    Channels { client, ids, _endpoint: None }
+                });
+                System::Anchor { anchor, ids, channels }
             }
             Impl::Limit => {
                 let mailboxes = (0..spec.actors)
