@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod gateway_cli;
 
 #[derive(Parser)]
 #[command(version, about = "Sharded, high-throughput message routing for actor runtimes")]
@@ -18,6 +19,8 @@ enum Command {
     /// Run an in-process demo: register actors, route messages and requests, and
     /// report what happened and how fast (the default).
     Demo(demo::DemoArgs),
+    #[command(flatten)]
+    Gateway(gateway_cli::GatewayCommand),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => demo::run(&demo::DemoArgs::default()),
         Some(Command::Demo(args)) => demo::run(&args),
+        Some(Command::Gateway(command)) => gateway_cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
