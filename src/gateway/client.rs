@@ -171,11 +171,16 @@ impl Client {
     /// [`Response::Error`]).
     ///
     /// # Errors
-    /// `Timeout`, `Disconnected`, or `Io` if the command cannot be encoded.
+    /// `Timeout`, `Disconnected`, or `Io` if the command cannot be encoded or is
+    /// longer than a frame may be.
     pub async fn call_timeout(&self, command: Command, timeout: Duration) -> Result<Response, ClientError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode(&ClientFrame { request_id, command })
             .map_err(|e| ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        if bytes.len() > self.config.max_frame_length {
+            let message = format!("a {}-byte command exceeds the frame limit", bytes.len());
+            return Err(ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, message)));
+        }
         let (tx, rx) = oneshot::channel();
         match self.waiters.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
             Some(waiters) => waiters.insert(request_id, tx),

@@ -178,8 +178,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts and serves clients until the router shuts down. Each connection runs
-    /// on its own task.
+    /// Accepts and serves clients, each connection on its own task. Returns once a
+    /// connection arrives after the router shut down (open connections end by
+    /// themselves then).
     ///
     /// # Errors
     /// None so far: accept errors are logged and retried.

@@ -305,3 +305,69 @@ impl fmt::Debug for Pending {
         f.debug_tuple("Pending").field(&what).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ChannelId;
+    use futures_executor::block_on;
+
+    /// An actor that accepts channels, echoes channel messages and answers requests.
+    fn echo_actor(router: &Router) -> ActorId {
+        let (tx, mailbox) = router.mailbox();
+        let id = ActorId::new();
+        router.register(id, tx).unwrap();
+        let r = router.clone();
+        std::thread::spawn(move || {
+            while let Ok(msg) = mailbox.recv() {
+                match msg {
+                    ActorMessage::Request { data, reply } => drop(reply.reply(data)),
+                    ActorMessage::ChannelOpen { reply, .. } => drop(reply.accept(None)),
+                    ActorMessage::ChannelMessage { channel_id, data } => {
+                        drop(r.channel_send(channel_id, id, data))
+                    }
+                    _ => {}
+                }
+            }
+        });
+        id
+    }
+
+    #[test]
+    fn commands_and_events_without_a_transport() {
+        let router = Router::builder().shards(2).build().unwrap();
+        let actor = echo_actor(&router);
+        let session = Session::attach(&router, SessionConfig::default()).unwrap();
+
+        let mut pending = session.execute(Command::RequestActorMessage {
+            id: actor,
+            data: b"q".to_vec(),
+            timeout_ms: None,
+        });
+        assert!(pending.take_ready().is_none(), "a request is answered later");
+        assert_eq!(block_on(pending), Response::RequestedMessage { id: actor, message: b"q".to_vec() });
+
+        let opened =
+            block_on(session.execute(Command::OpenChannel { actor_id: actor, initial_message: vec![] }));
+        let Response::ChannelOpened { channel_id, .. } = opened else {
+            panic!("expected an open, got {opened:?}")
+        };
+        let mut sent = session.execute(Command::SendOnChannel { channel_id, message: b"m".to_vec() });
+        assert_eq!(sent.take_ready(), Some(Response::MessageSent { channel_id }));
+        assert_eq!(
+            block_on(session.next_event()),
+            Some(Event::ChannelMessage { channel_id, message: b"m".to_vec() })
+        );
+
+        // Another session is not a participant.
+        let other = Session::attach(&router, SessionConfig::default()).unwrap();
+        let refused = block_on(other.execute(Command::CloseChannel { channel_id }));
+        assert!(matches!(refused, Response::Error { kind: ErrorKind::NotParticipant, .. }));
+        let unknown = block_on(other.execute(Command::CloseChannel { channel_id: ChannelId::random() }));
+        assert!(matches!(unknown, Response::Error { kind: ErrorKind::ChannelNotFound, .. }));
+
+        drop(session);
+        router.flush();
+        assert_eq!(router.metrics().channels.channels, 0, "dropping the session closed its channel");
+    }
+}
