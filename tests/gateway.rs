@@ -304,7 +304,7 @@ async fn disconnect_closes_the_clients_channels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_command_does_not_hold_up_the_next() {
-    let f = fixture(ServerConfig::default()).await;
+    let f = fixture(quick_opens()).await;
     let mut raw = Raw::connect(f.addr).await;
     let silent = f.silent;
     raw.send(&format!(
