@@ -53,6 +53,7 @@
 //! * Actors' side: [`Mailbox`], [`ActorMessage`], [`ReplyHandle`].
 //! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`].
 //! * Moving from Theater's single-task router: [`compat`].
+//! * External clients over TCP: `gateway` (features `gateway` and `server`).
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -60,6 +61,8 @@
 mod channels;
 pub mod compat;
 mod error;
+#[cfg(all(feature = "gateway", not(loom)))]
+pub mod gateway;
 mod ids;
 mod mailbox;
 mod message;

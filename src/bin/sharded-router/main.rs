@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod gateway_cli;
 mod workload;
 
 #[derive(Parser)]
@@ -24,6 +25,8 @@ enum Command {
     /// (one-way sends, request/response, scale, churn, overflow) and print a table of
     /// rates and ratios.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Gateway(gateway_cli::GatewayCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         None => demo::run(&demo::DemoArgs::default()),
         Some(Command::Demo(args)) => demo::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Gateway(command)) => gateway_cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

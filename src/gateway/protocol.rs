@@ -1,0 +1,648 @@
+//! The gateway's commands, responses and events, and their JSON form.
+//!
+//! Each frame on the wire is one JSON document (the transport adds the length
+//! prefix). A client sends a [`ClientFrame`]; the server sends [`ServerFrame`]s:
+//!
+//! ```text
+//! client -> server   {"request_id": 7, "command": {"SendActorMessage": {"id": "<uuid>", "data": "hi"}}}
+//!                    {"request_id": 8, "command": "ListActors"}
+//! server -> client   {"request_id": 7, "response": {"SentMessage": {"id": "<uuid>"}}}
+//!                    {"event": {"ChannelMessage": {"channel_id": "<32 hex>", "message": "pong"}}}
+//! ```
+//!
+//! * Commands, responses and events are tagged by their name (serde's externally
+//!   tagged form); a command without fields may be written as its bare name.
+//! * Actor ids are UUID strings; channel ids are 32 hex digits.
+//! * **Payloads** (`data`, `message`, `initial_message`, `response`) are a JSON
+//!   string, standing for its UTF-8 bytes, or an array of byte values (0–255). Both
+//!   are accepted on input; the server writes a string when the bytes are valid
+//!   UTF-8 and an array otherwise, so every payload round-trips exactly.
+//! * `request_id` is chosen by the client and echoed in the response. An error about
+//!   a frame whose `request_id` could not be read carries `"request_id": null`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ChannelError, RequestError, SendErrorKind};
+use crate::ids::{ActorId, ChannelId};
+
+/// What a client asks the gateway to do. The names are those of Theater's
+/// management protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    /// Sends a one-way message to an actor. Answered by [`Response::SentMessage`].
+    SendActorMessage {
+        /// The target actor.
+        #[serde(with = "id_text")]
+        id: ActorId,
+        /// The payload.
+        #[serde(with = "payload")]
+        data: Vec<u8>,
+    },
+    /// Sends a request to an actor and waits for its reply. Answered by
+    /// [`Response::RequestedMessage`] or an error (`Timeout`, `NoReply`, ...).
+    RequestActorMessage {
+        /// The target actor.
+        #[serde(with = "id_text")]
+        id: ActorId,
+        /// The payload.
+        #[serde(with = "payload")]
+        data: Vec<u8>,
+        /// How long to wait for the reply; the session's default when absent, and
+        /// never longer than its maximum.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Opens a channel from this client to an actor, which accepts or rejects it.
+    /// Answered by [`Response::ChannelOpened`] or an error (`Rejected`, `Timeout`, ...).
+    OpenChannel {
+        /// The actor at the other end.
+        #[serde(with = "id_text")]
+        actor_id: ActorId,
+        /// The first message, handed to the actor with the open.
+        #[serde(default, with = "payload")]
+        initial_message: Vec<u8>,
+    },
+    /// Sends a message on one of this client's open channels. Answered by
+    /// [`Response::MessageSent`].
+    SendOnChannel {
+        /// The channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+        /// The payload.
+        #[serde(with = "payload")]
+        message: Vec<u8>,
+    },
+    /// Closes one of this client's channels; the actor receives `ChannelClose`.
+    /// Answered by [`Response::ChannelClosed`].
+    CloseChannel {
+        /// The channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+    },
+    /// Lists the registered actors. Answered by [`Response::ActorList`].
+    ListActors,
+}
+
+impl Command {
+    /// The command's name on the wire.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SendActorMessage { .. } => "SendActorMessage",
+            Self::RequestActorMessage { .. } => "RequestActorMessage",
+            Self::OpenChannel { .. } => "OpenChannel",
+            Self::SendOnChannel { .. } => "SendOnChannel",
+            Self::CloseChannel { .. } => "CloseChannel",
+            Self::ListActors => "ListActors",
+        }
+    }
+}
+
+/// The names of every command, as they appear on the wire.
+pub const COMMAND_NAMES: [&str; 6] =
+    ["SendActorMessage", "RequestActorMessage", "OpenChannel", "SendOnChannel", "CloseChannel", "ListActors"];
+
+/// One registered actor, as listed by [`Response::ActorList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorInfo {
+    /// The actor's id.
+    #[serde(with = "id_text")]
+    pub id: ActorId,
+    /// Its name, when the gateway was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The answer to one [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// The one-way message was accepted for delivery.
+    SentMessage {
+        /// The target actor.
+        #[serde(with = "id_text")]
+        id: ActorId,
+    },
+    /// The actor's reply to a request.
+    RequestedMessage {
+        /// The actor that replied.
+        #[serde(with = "id_text")]
+        id: ActorId,
+        /// The reply.
+        #[serde(with = "payload")]
+        message: Vec<u8>,
+    },
+    /// The actor accepted the channel.
+    ChannelOpened {
+        /// The new channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+        /// The actor at the other end.
+        #[serde(with = "id_text")]
+        actor_id: ActorId,
+        /// What the actor sent back with its acceptance, if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "payload_opt")]
+        response: Option<Vec<u8>>,
+    },
+    /// The channel message was accepted for delivery.
+    MessageSent {
+        /// The channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+    },
+    /// The channel is closed; the actor has been told.
+    ChannelClosed {
+        /// The channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+    },
+    /// The registered actors.
+    ActorList {
+        /// One entry per actor.
+        actors: Vec<ActorInfo>,
+    },
+    /// The command failed, or a frame could not be understood.
+    Error {
+        /// What went wrong, for programs.
+        kind: ErrorKind,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error response.
+    #[must_use]
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Error { kind, message: message.into() }
+    }
+}
+
+/// Something the server pushes without being asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Event {
+    /// The actor sent a message on one of this client's channels.
+    ChannelMessage {
+        /// The channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+        /// The payload.
+        #[serde(with = "payload")]
+        message: Vec<u8>,
+    },
+    /// The actor closed one of this client's channels (or went away).
+    ChannelClosed {
+        /// The channel.
+        #[serde(with = "id_text")]
+        channel_id: ChannelId,
+    },
+}
+
+/// Why a command failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The frame is not a JSON object of the expected shape, or lacks a valid
+    /// `request_id`.
+    MalformedFrame,
+    /// The command's name is not one of [`COMMAND_NAMES`].
+    UnknownCommand,
+    /// A field is missing or has the wrong type.
+    BadArguments,
+    /// An actor or channel id does not parse.
+    BadId,
+    /// A frame was longer than the server accepts; the connection is closed.
+    FrameTooLarge,
+    /// The answer would be longer than a frame may be; it was dropped.
+    ResponseTooLarge,
+    /// No actor is registered under the id (or it went away).
+    ActorNotFound,
+    /// The target's mailbox and overflow queue are full.
+    MailboxFull,
+    /// The target's mailbox was dropped.
+    MailboxClosed,
+    /// No answer arrived in time.
+    Timeout,
+    /// The actor dropped the request without replying.
+    NoReply,
+    /// The actor rejected the channel.
+    Rejected,
+    /// No open channel has this id.
+    ChannelNotFound,
+    /// The channel has not been accepted yet.
+    ChannelNotOpen,
+    /// This client is not a participant of the channel.
+    NotParticipant,
+    /// The router has shut down.
+    Shutdown,
+    /// Something else went wrong on the server.
+    Internal,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl From<SendErrorKind> for ErrorKind {
+    fn from(kind: SendErrorKind) -> Self {
+        match kind {
+            SendErrorKind::ActorNotFound => Self::ActorNotFound,
+            SendErrorKind::MailboxFull => Self::MailboxFull,
+            SendErrorKind::MailboxClosed => Self::MailboxClosed,
+            SendErrorKind::Shutdown => Self::Shutdown,
+            SendErrorKind::ChannelNotFound => Self::ChannelNotFound,
+            SendErrorKind::ChannelNotOpen => Self::ChannelNotOpen,
+            SendErrorKind::NotParticipant => Self::NotParticipant,
+        }
+    }
+}
+
+impl From<RequestError> for ErrorKind {
+    fn from(error: RequestError) -> Self {
+        match error {
+            RequestError::ActorNotFound => Self::ActorNotFound,
+            RequestError::MailboxFull => Self::MailboxFull,
+            RequestError::MailboxClosed => Self::MailboxClosed,
+            RequestError::Timeout => Self::Timeout,
+            RequestError::NoReply => Self::NoReply,
+            RequestError::Shutdown => Self::Shutdown,
+        }
+    }
+}
+
+impl From<ChannelError> for ErrorKind {
+    fn from(error: ChannelError) -> Self {
+        match error {
+            ChannelError::ParticipantNotFound(_) => Self::ActorNotFound,
+            ChannelError::Rejected => Self::Rejected,
+            ChannelError::Timeout => Self::Timeout,
+            ChannelError::ChannelNotFound => Self::ChannelNotFound,
+            ChannelError::NotOpen => Self::ChannelNotOpen,
+            ChannelError::NotParticipant => Self::NotParticipant,
+            ChannelError::SameParticipant => Self::BadArguments,
+            ChannelError::MailboxFull => Self::MailboxFull,
+            ChannelError::MailboxClosed => Self::MailboxClosed,
+            ChannelError::Shutdown => Self::Shutdown,
+        }
+    }
+}
+
+/// A command with its correlation id: what a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Chosen by the client; echoed in the response.
+    pub request_id: u64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// What the server sends: a response to one command, or an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerFrame {
+    /// The answer to the command with this `request_id` (`None` when the frame it
+    /// answers had no readable id).
+    Response {
+        /// The command's correlation id.
+        request_id: Option<u64>,
+        /// The answer.
+        response: Response,
+    },
+    /// Something that happened on one of the client's channels.
+    Event {
+        /// What happened.
+        event: Event,
+    },
+}
+
+/// A frame the gateway could not turn into a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameError {
+    /// The frame's `request_id`, when it could be read.
+    pub request_id: Option<u64>,
+    /// What was wrong.
+    pub kind: ErrorKind,
+    /// A description for people.
+    pub message: String,
+}
+
+impl FrameError {
+    fn new(request_id: Option<u64>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { request_id, kind, message: message.into() }
+    }
+
+    /// The error frame that answers the bad frame.
+    #[must_use]
+    pub fn into_frame(self) -> ServerFrame {
+        ServerFrame::Response {
+            request_id: self.request_id,
+            response: Response::error(self.kind, self.message),
+        }
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Decodes a client frame, telling apart malformed JSON, an unknown command, a bad
+/// id and bad arguments. Never panics, whatever the input.
+///
+/// ```
+/// use sharded_router::gateway::{decode_client_frame, Command, ErrorKind};
+/// let frame = decode_client_frame(br#"{"request_id": 1, "command": "ListActors"}"#).unwrap();
+/// assert_eq!((frame.request_id, frame.command), (1, Command::ListActors));
+///
+/// let err = decode_client_frame(br#"{"request_id": 2, "command": "Reboot"}"#).unwrap_err();
+/// assert_eq!((err.request_id, err.kind), (Some(2), ErrorKind::UnknownCommand));
+/// let err = decode_client_frame(b"{not json").unwrap_err();
+/// assert_eq!((err.request_id, err.kind), (None, ErrorKind::MalformedFrame));
+/// ```
+///
+/// # Errors
+/// A [`FrameError`] saying what is wrong with the frame.
+pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| FrameError::new(None, ErrorKind::MalformedFrame, format!("malformed JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(FrameError::new(None, ErrorKind::MalformedFrame, "a frame must be a JSON object"));
+    };
+    let request_id = object.get("request_id").and_then(Value::as_u64).ok_or_else(|| {
+        FrameError::new(
+            None,
+            ErrorKind::MalformedFrame,
+            "a frame needs a \"request_id\" that is an unsigned integer",
+        )
+    })?;
+    let id = Some(request_id);
+    let command = object
+        .remove("command")
+        .ok_or_else(|| FrameError::new(id, ErrorKind::MalformedFrame, "a frame needs a \"command\""))?;
+    let (name, fields) = match &command {
+        Value::String(name) => (name.as_str(), None),
+        Value::Object(map) if map.len() == 1 => match map.iter().next() {
+            Some((name, fields)) => (name.as_str(), Some(fields)),
+            None => ("", None),
+        },
+        _ => {
+            return Err(FrameError::new(
+                id,
+                ErrorKind::MalformedFrame,
+                "\"command\" must be a command name or an object with one key, the command's name",
+            ))
+        }
+    };
+    if !COMMAND_NAMES.contains(&name) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(FrameError::new(
+            id,
+            ErrorKind::UnknownCommand,
+            format!("unknown command {shown:?}; known commands: {}", COMMAND_NAMES.join(", ")),
+        ));
+    }
+    if let Some(Value::Object(fields)) = fields {
+        check_ids(fields).map_err(|message| FrameError::new(id, ErrorKind::BadId, message))?;
+    }
+    let name = name.to_owned();
+    let command = serde_json::from_value::<Command>(command)
+        .map_err(|e| FrameError::new(id, ErrorKind::BadArguments, format!("bad arguments to {name}: {e}")))?;
+    Ok(ClientFrame { request_id, command })
+}
+
+/// Checks the id fields a command may carry, so a bad id is reported as such.
+fn check_ids(fields: &serde_json::Map<String, Value>) -> Result<(), String> {
+    for key in ["id", "actor_id"] {
+        if let Some(Value::String(text)) = fields.get(key) {
+            text.parse::<ActorId>().map_err(|e| format!("\"{key}\": {e}"))?;
+        }
+    }
+    if let Some(Value::String(text)) = fields.get("channel_id") {
+        text.parse::<ChannelId>().map_err(|e| format!("\"channel_id\": {e}"))?;
+    }
+    Ok(())
+}
+
+/// Encodes a frame as JSON.
+///
+/// # Errors
+/// Only if serialization fails, which the gateway's own types do not do.
+pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(frame)
+}
+
+/// Decodes a server frame (for clients).
+///
+/// # Errors
+/// The JSON error when the bytes are not a server frame.
+pub fn decode_server_frame(bytes: &[u8]) -> Result<ServerFrame, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Ids as their text form.
+mod id_text {
+    use super::{fmt, Deserialize, Deserializer, FromStr, Serializer};
+
+    pub(super) fn serialize<T: fmt::Display, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+        D: Deserializer<'de>,
+    {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Payloads: written as a string when valid UTF-8, else as an array of bytes; read
+/// from either.
+mod payload {
+    use super::{de, fmt, Deserializer, SeqAccess, Serializer, Visitor};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_seq(bytes),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_any(PayloadVisitor)
+    }
+
+    pub(super) struct PayloadVisitor;
+
+    impl<'de> Visitor<'de> for PayloadVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an array of byte values (0-255)")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.as_bytes().to_vec())
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                out.push(byte);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// An optional payload (absent or `null` means none).
+mod payload_opt {
+    use super::{de, fmt, payload, Deserializer, Serializer, Visitor};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => payload::serialize(bytes, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        d.deserialize_option(OptVisitor)
+    }
+
+    struct OptVisitor;
+
+    impl<'de> Visitor<'de> for OptVisitor {
+        type Value = Option<Vec<u8>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null, a string or an array of byte values (0-255)")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            payload::deserialize(d).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_as_text_or_bytes() {
+        let channel_id = ChannelId::random();
+        for message in [b"hello".to_vec(), vec![0xff, 0x00, 0x80], Vec::new()] {
+            let frame = ServerFrame::Event { event: Event::ChannelMessage { channel_id, message } };
+            let json = encode(&frame).unwrap();
+            assert_eq!(decode_server_frame(&json).unwrap(), frame);
+        }
+        let json = encode(&Event::ChannelMessage { channel_id, message: b"hi".to_vec() }).unwrap();
+        assert!(String::from_utf8(json).unwrap().contains("\"message\":\"hi\""));
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let id = ActorId::new();
+        let channel_id = ChannelId::random();
+        for command in [
+            Command::SendActorMessage { id, data: b"x".to_vec() },
+            Command::RequestActorMessage { id, data: vec![1, 2], timeout_ms: Some(5) },
+            Command::RequestActorMessage { id, data: vec![], timeout_ms: None },
+            Command::OpenChannel { actor_id: id, initial_message: b"hi".to_vec() },
+            Command::SendOnChannel { channel_id, message: vec![0xfe] },
+            Command::CloseChannel { channel_id },
+            Command::ListActors,
+        ] {
+            let json = encode(&ClientFrame { request_id: 9, command: command.clone() }).unwrap();
+            let frame = decode_client_frame(&json).unwrap();
+            assert_eq!((frame.request_id, frame.command), (9, command));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let id = ActorId::new();
+        let channel_id = ChannelId::random();
+        for response in [
+            Response::SentMessage { id },
+            Response::RequestedMessage { id, message: b"r".to_vec() },
+            Response::ChannelOpened { channel_id, actor_id: id, response: None },
+            Response::ChannelOpened { channel_id, actor_id: id, response: Some(vec![0xff]) },
+            Response::MessageSent { channel_id },
+            Response::ChannelClosed { channel_id },
+            Response::ActorList { actors: vec![ActorInfo { id, name: Some("echo".into()) }] },
+            Response::error(ErrorKind::Timeout, "late"),
+        ] {
+            let frame = ServerFrame::Response { request_id: Some(3), response };
+            assert_eq!(decode_server_frame(&encode(&frame).unwrap()).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_classified() {
+        let cases: [(&[u8], Option<u64>, ErrorKind); 9] = [
+            (b"", None, ErrorKind::MalformedFrame),
+            (b"[1,2]", None, ErrorKind::MalformedFrame),
+            (br#"{"command":"ListActors"}"#, None, ErrorKind::MalformedFrame),
+            (br#"{"request_id":-1,"command":"ListActors"}"#, None, ErrorKind::MalformedFrame),
+            (br#"{"request_id":1}"#, Some(1), ErrorKind::MalformedFrame),
+            (br#"{"request_id":1,"command":{"Nope":{}}}"#, Some(1), ErrorKind::UnknownCommand),
+            (
+                br#"{"request_id":1,"command":{"SendActorMessage":{"id":"x","data":""}}}"#,
+                Some(1),
+                ErrorKind::BadId,
+            ),
+            (
+                br#"{"request_id":1,"command":{"CloseChannel":{"channel_id":"0123"}}}"#,
+                Some(1),
+                ErrorKind::BadId,
+            ),
+            (
+                br#"{"request_id":1,"command":{"SendActorMessage":{"data":[1,999]}}}"#,
+                Some(1),
+                ErrorKind::BadArguments,
+            ),
+        ];
+        for (bytes, request_id, kind) in cases {
+            let err = decode_client_frame(bytes).unwrap_err();
+            assert_eq!((err.request_id, err.kind), (request_id, kind), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn string_payloads_are_accepted_in_commands() {
+        let id = ActorId::new();
+        let json =
+            format!(r#"{{"request_id":4,"command":{{"SendActorMessage":{{"id":"{id}","data":"héllo"}}}}}}"#);
+        let frame = decode_client_frame(json.as_bytes()).unwrap();
+        assert_eq!(frame.command, Command::SendActorMessage { id, data: "héllo".as_bytes().to_vec() });
+    }
+}

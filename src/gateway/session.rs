@@ -1,0 +1,373 @@
+//! One client's management session, independent of any transport.
+//!
+//! A [`Session`] attaches one external endpoint to the router and gives the client
+//! its own [`ExternalId`]. [`Session::execute`] runs a [`Command`] at once and
+//! returns a [`Pending`] answer: ready straight away for sends, closes and lists,
+//! or a future for requests and channel opens, driven by the router's own deadline
+//! keeping (no async runtime needed). A transport may therefore keep many slow
+//! commands of one client in flight while it goes on executing the rest.
+//! [`Session::next_event`] yields what the client's actors send on its channels.
+//!
+//! The client acts as its own [`ExternalId`] in every channel operation, so it can
+//! only send on or close channels it takes part in. Dropping the session detaches
+//! the endpoint: its channels close and the actors at their other ends are told.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::protocol::{ActorInfo, Command, ErrorKind, Event, Response};
+use crate::error::RegisterError;
+use crate::ids::{ActorId, ExternalId};
+use crate::mailbox::Mailbox;
+use crate::message::{ActorMessage, ResponseFuture};
+use crate::router::{OpenFuture, Router};
+
+/// Looks up an actor's display name for [`Command::ListActors`].
+pub type NameLookup = Arc<dyn Fn(ActorId) -> Option<String> + Send + Sync>;
+
+/// How a session behaves.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Timeout of a request that does not give `timeout_ms`. Default: 5 s.
+    pub request_timeout: Duration,
+    /// The longest timeout a request may ask for. Default: 60 s.
+    pub max_request_timeout: Duration,
+    /// How long a channel open waits for the actor's answer. Default: 5 s.
+    pub open_timeout: Duration,
+    /// Names shown by [`Command::ListActors`]. Default: none.
+    pub names: Option<NameLookup>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(5),
+            max_request_timeout: Duration::from_secs(60),
+            open_timeout: Duration::from_secs(5),
+            names: None,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sets the names shown by [`Command::ListActors`].
+    #[must_use]
+    pub fn names(mut self, lookup: impl Fn(ActorId) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.names = Some(Arc::new(lookup));
+        self
+    }
+
+    /// Sets the default request timeout.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the longest request timeout a client may ask for.
+    #[must_use]
+    pub fn max_request_timeout(mut self, timeout: Duration) -> Self {
+        self.max_request_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a channel open waits for the actor.
+    #[must_use]
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_request_timeout", &self.max_request_timeout)
+            .field("open_timeout", &self.open_timeout)
+            .field("names", &self.names.is_some())
+            .finish()
+    }
+}
+
+/// One client's endpoint on the router.
+///
+/// ```
+/// use sharded_router::gateway::{Command, Response, Session, SessionConfig};
+/// use sharded_router::Router;
+///
+/// let router = Router::builder().shards(1).build().unwrap();
+/// let session = Session::attach(&router, SessionConfig::default()).unwrap();
+/// let answer = futures_executor::block_on(session.execute(Command::ListActors));
+/// assert_eq!(answer, Response::ActorList { actors: vec![] });
+/// ```
+pub struct Session {
+    router: Router,
+    id: ExternalId,
+    endpoint: Mailbox,
+    config: SessionConfig,
+}
+
+impl Session {
+    /// Attaches a new endpoint for one client.
+    ///
+    /// # Errors
+    /// [`RegisterError::Shutdown`] after the router shut down.
+    pub fn attach(router: &Router, config: SessionConfig) -> Result<Self, RegisterError> {
+        let (tx, endpoint) = router.mailbox();
+        let id = router.attach_external(tx)?;
+        tracing::debug!(client = %id, "gateway session attached");
+        Ok(Self { router: router.clone(), id, endpoint, config })
+    }
+
+    /// The client's identity on the router.
+    #[must_use]
+    pub fn id(&self) -> ExternalId {
+        self.id
+    }
+
+    /// Runs `command` now. Sends, channel messages, closes and lists are done when
+    /// this returns (their answer is [`Pending::take_ready`]); a request or channel
+    /// open has been posted and its answer is the future's output. Never blocks.
+    pub fn execute(&self, command: Command) -> Pending {
+        let router = &self.router;
+        let ready = |response| Pending(State::Ready(Some(response)));
+        match command {
+            Command::SendActorMessage { id, data } => ready(match router.send(id, data) {
+                Ok(()) => Response::SentMessage { id },
+                Err(e) => Response::error(e.kind().into(), format!("send to {id} failed: {}", e.kind())),
+            }),
+            Command::RequestActorMessage { id, data, timeout_ms } => {
+                let timeout = timeout_ms
+                    .map_or(self.config.request_timeout, Duration::from_millis)
+                    .min(self.config.max_request_timeout);
+                Pending(State::Request { id, future: router.request_async(id, data, timeout) })
+            }
+            Command::OpenChannel { actor_id, initial_message } => Pending(State::Open {
+                actor_id,
+                future: router.open_channel_async(
+                    self.id,
+                    actor_id,
+                    initial_message,
+                    self.config.open_timeout,
+                ),
+            }),
+            Command::SendOnChannel { channel_id, message } => {
+                ready(match router.channel_send(channel_id, self.id, message) {
+                    Ok(()) => Response::MessageSent { channel_id },
+                    Err(e) => Response::error(
+                        e.kind().into(),
+                        format!("send on channel {channel_id} failed: {}", e.kind()),
+                    ),
+                })
+            }
+            Command::CloseChannel { channel_id } => ready(match router.close_channel(channel_id, self.id) {
+                Ok(()) => Response::ChannelClosed { channel_id },
+                Err(e) => Response::error(e.into(), format!("close of channel {channel_id} failed: {e}")),
+            }),
+            Command::ListActors => {
+                let names = self.config.names.as_ref();
+                let mut actors: Vec<ActorInfo> = router
+                    .actor_ids()
+                    .into_iter()
+                    .map(|id| ActorInfo { id, name: names.and_then(|lookup| lookup(id)) })
+                    .collect();
+                actors.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+                ready(Response::ActorList { actors })
+            }
+        }
+    }
+
+    /// The next event on this client's channels: a message or a close from the
+    /// actor side. `None` once the endpoint is detached (the router shut down).
+    /// Channel opens from actors are rejected: a gateway client only initiates.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: no event is lost when the future is dropped before it completes.
+    pub async fn next_event(&self) -> Option<Event> {
+        loop {
+            let msg = self.endpoint.recv_async().await.ok()?;
+            if let Some(event) = self.to_event(msg) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// An event if one is waiting, without waiting.
+    pub fn try_next_event(&self) -> Option<Event> {
+        while let Ok(msg) = self.endpoint.try_recv() {
+            if let Some(event) = self.to_event(msg) {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    fn to_event(&self, msg: ActorMessage) -> Option<Event> {
+        match msg {
+            ActorMessage::ChannelMessage { channel_id, data } => {
+                Some(Event::ChannelMessage { channel_id, message: data })
+            }
+            ActorMessage::ChannelClose { channel_id } => Some(Event::ChannelClosed { channel_id }),
+            ActorMessage::ChannelOpen { reply, initiator, .. } => {
+                tracing::debug!(client = %self.id, %initiator, "gateway client rejects an incoming channel");
+                reply.reject();
+                None
+            }
+            other => {
+                tracing::debug!(client = %self.id, message = ?other, "gateway client ignores a message");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Closes the client's channels and tells the actors; fails only when the
+        // router already shut down, which cleared everything.
+        if let Err(e) = self.router.detach_external(self.id) {
+            tracing::debug!(client = %self.id, error = %e, "gateway session detach");
+        } else {
+            tracing::debug!(client = %self.id, "gateway session detached");
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// The answer to one command: ready at once, or a future (requests and opens).
+///
+/// Owns everything it needs (`'static`, `Send`, `Unpin`). Dropping it abandons the
+/// wait; a request's late reply is refused, and an open is still settled by the
+/// actor or its deadline.
+#[must_use = "a pending answer does nothing unless polled"]
+pub struct Pending(State);
+
+enum State {
+    Ready(Option<Response>),
+    Request { id: ActorId, future: ResponseFuture },
+    Open { actor_id: ActorId, future: OpenFuture },
+}
+
+impl Pending {
+    /// The answer, if the command finished when it was executed.
+    pub fn take_ready(&mut self) -> Option<Response> {
+        match &mut self.0 {
+            State::Ready(response) => response.take(),
+            State::Request { .. } | State::Open { .. } => None,
+        }
+    }
+}
+
+impl Future for Pending {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match &mut self.get_mut().0 {
+            State::Ready(response) => Poll::Ready(
+                response
+                    .take()
+                    .unwrap_or_else(|| Response::error(ErrorKind::Internal, "the answer was already taken")),
+            ),
+            State::Request { id, future } => Pin::new(future).poll(cx).map(|outcome| match outcome {
+                Ok(message) => Response::RequestedMessage { id: *id, message },
+                Err(e) => Response::error(e.into(), format!("request to {id}: {e}")),
+            }),
+            State::Open { actor_id, future } => Pin::new(future).poll(cx).map(|outcome| match outcome {
+                Ok(opened) => Response::ChannelOpened {
+                    channel_id: opened.id,
+                    actor_id: *actor_id,
+                    response: opened.response,
+                },
+                Err(e) => Response::error(e.into(), format!("channel to {actor_id}: {e}")),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match &self.0 {
+            State::Ready(_) => "ready",
+            State::Request { .. } => "request",
+            State::Open { .. } => "open",
+        };
+        f.debug_tuple("Pending").field(&what).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ChannelId;
+    use futures_executor::block_on;
+
+    /// An actor that accepts channels, echoes channel messages and answers requests.
+    fn echo_actor(router: &Router) -> ActorId {
+        let (tx, mailbox) = router.mailbox();
+        let id = ActorId::new();
+        router.register(id, tx).unwrap();
+        let r = router.clone();
+        std::thread::spawn(move || {
+            while let Ok(msg) = mailbox.recv() {
+                match msg {
+                    ActorMessage::Request { data, reply } => drop(reply.reply(data)),
+                    ActorMessage::ChannelOpen { reply, .. } => drop(reply.accept(None)),
+                    ActorMessage::ChannelMessage { channel_id, data } => {
+                        drop(r.channel_send(channel_id, id, data))
+                    }
+                    _ => {}
+                }
+            }
+        });
+        id
+    }
+
+    #[test]
+    fn commands_and_events_without_a_transport() {
+        let router = Router::builder().shards(2).build().unwrap();
+        let actor = echo_actor(&router);
+        let session = Session::attach(&router, SessionConfig::default()).unwrap();
+
+        let mut pending = session.execute(Command::RequestActorMessage {
+            id: actor,
+            data: b"q".to_vec(),
+            timeout_ms: None,
+        });
+        assert!(pending.take_ready().is_none(), "a request is answered later");
+        assert_eq!(block_on(pending), Response::RequestedMessage { id: actor, message: b"q".to_vec() });
+
+        let opened =
+            block_on(session.execute(Command::OpenChannel { actor_id: actor, initial_message: vec![] }));
+        let Response::ChannelOpened { channel_id, .. } = opened else {
+            panic!("expected an open, got {opened:?}")
+        };
+        let mut sent = session.execute(Command::SendOnChannel { channel_id, message: b"m".to_vec() });
+        assert_eq!(sent.take_ready(), Some(Response::MessageSent { channel_id }));
+        assert_eq!(
+            block_on(session.next_event()),
+            Some(Event::ChannelMessage { channel_id, message: b"m".to_vec() })
+        );
+
+        // Another session is not a participant.
+        let other = Session::attach(&router, SessionConfig::default()).unwrap();
+        let refused = block_on(other.execute(Command::CloseChannel { channel_id }));
+        assert!(matches!(refused, Response::Error { kind: ErrorKind::NotParticipant, .. }));
+        let unknown = block_on(other.execute(Command::CloseChannel { channel_id: ChannelId::random() }));
+        assert!(matches!(unknown, Response::Error { kind: ErrorKind::ChannelNotFound, .. }));
+
+        drop(session);
+        router.flush();
+        assert_eq!(router.metrics().channels.channels, 0, "dropping the session closed its channel");
+    }
+}
