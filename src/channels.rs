@@ -15,7 +15,7 @@ use crate::error::{ChannelError, RequestError, SendErrorKind};
 use crate::ids::{ChannelId, Participant};
 use crate::mailbox::MailboxState;
 use crate::message::{OpenDecision, ReplySlot};
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Striped};
 use crate::sync::{map::ConcurrentMap, Arc, AtomicU64};
 
 /// One channel.
@@ -76,7 +76,7 @@ impl ChannelEntry {
 #[derive(Default)]
 pub(crate) struct ChannelCounters {
     pub(crate) opened: AtomicU64,
-    pub(crate) messages: AtomicU64,
+    pub(crate) messages: Striped,
     pub(crate) rejected: AtomicU64,
 }
 

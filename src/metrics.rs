@@ -5,10 +5,51 @@ use std::fmt;
 use crate::ids::{ChannelId, Participant};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
+/// Cells of a [`Striped`] counter (one under loom, where a single cell is enough
+/// and keeps models small).
+const STRIPES: usize = if cfg!(loom) { 1 } else { 8 };
+
+/// A counter bumped on the hot path by many threads. Each thread adds to its own
+/// cache-line-sized cell (picked once per thread), so senders on different cores do
+/// not contend for one line; reading sums the cells.
+pub(crate) struct Striped {
+    cells: [Cell; STRIPES],
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Cell(AtomicU64);
+
+impl Default for Striped {
+    fn default() -> Self {
+        Self { cells: std::array::from_fn(|_| Cell::default()) }
+    }
+}
+
+impl Striped {
+    pub(crate) fn bump(&self) {
+        self.cells[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.cells.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The calling thread's cell index, handed out round-robin at first use.
+fn stripe() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
 /// Live counters of one shard, updated by callers and the shard thread.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) delivered_direct: AtomicU64,
+    pub(crate) delivered_direct: Striped,
     pub(crate) delivered_overflow: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
@@ -23,7 +64,7 @@ impl Counters {
     pub(crate) fn snapshot(&self, shard: usize, registered_actors: usize) -> ShardMetrics {
         ShardMetrics {
             shard,
-            delivered_direct: self.delivered_direct.load(Ordering::Relaxed),
+            delivered_direct: self.delivered_direct.sum(),
             delivered_overflow: self.delivered_overflow.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),

@@ -13,7 +13,7 @@ use crate::error::{
 use crate::ids::{ActorId, ChannelId, ExternalId, Participant};
 use crate::mailbox::{mailbox, Mailbox, MailboxSender, MailboxState};
 use crate::message::{ActorMessage, ChannelOpenReply, OpenDecision, ReplyHandle, ReplySlot, ResponseFuture};
-use crate::metrics::{ChannelMetrics, Counters, DeadLetter, DeadLetterReason, RouterMetrics};
+use crate::metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics};
 use crate::shard::{Cmd, DeadLetterSink, Latch, Pending, Shard, ShardConfig, ShardHandle};
 use crate::sync::{random_state, thread, time, Arc, AtomicBool, Mutex, Ordering};
 use crate::table::Entry;
@@ -782,7 +782,7 @@ impl Router {
             });
         match routed {
             Ok(()) => {
-                Counters::bump(&inner.channels.counters.messages);
+                inner.channels.counters.messages.bump();
                 Ok(())
             }
             Err(e) => Err(e.map(|msg| match msg {
@@ -836,7 +836,7 @@ impl Router {
             channels: ChannelMetrics {
                 channels: channels.map.len(),
                 opened: channels.counters.opened.load(Ordering::Relaxed),
-                messages: channels.counters.messages.load(Ordering::Relaxed),
+                messages: channels.counters.messages.sum(),
                 rejected: channels.counters.rejected.load(Ordering::Relaxed),
             },
             shards: self

@@ -174,7 +174,9 @@ impl Timers {
             inbox.filed.push(Filed { pending, deadline });
         }
         let at = self.nanos(deadline);
-        if at < self.next_wake.fetch_min(at, Ordering::SeqCst) {
+        // Most deadlines are later than the shard's next wake: a plain load settles
+        // those without writing the shared word.
+        if at < self.next_wake.load(Ordering::SeqCst) && at < self.next_wake.fetch_min(at, Ordering::SeqCst) {
             let _ = shard.send(Cmd::Wake);
         }
         Ok(())

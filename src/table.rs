@@ -64,7 +64,7 @@ impl Entry {
         let msg = if in_flight.load(Ordering::SeqCst) == 0 {
             match self.try_put(msg) {
                 Attempt::Delivered => {
-                    Counters::bump(&counters.delivered_direct);
+                    counters.delivered_direct.bump();
                     return Ok(());
                 }
                 Attempt::Full(m) => m,
