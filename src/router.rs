@@ -9,7 +9,7 @@ use crate::mailbox::{mailbox, Mailbox, MailboxSender};
 use crate::message::{ActorMessage, ReplyHandle, ReplySlot, ResponseFuture};
 use crate::metrics::{DeadLetter, DeadLetterReason, RouterMetrics};
 use crate::shard::{Cmd, DeadLetterSink, Latch, Shard, ShardConfig, ShardHandle};
-use crate::sync::{thread, time, Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{self, thread, time, Arc, AtomicBool, Mutex, Ordering};
 use crate::table::Entry;
 
 /// What happens to a message whose target's mailbox is full.
@@ -117,7 +117,8 @@ impl RouterBuilder {
     /// Calls `sink` with every dead letter. It runs on a shard thread or the
     /// sending thread and must not block.
     pub fn on_dead_letter(mut self, sink: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
-        self.dead_letters = Some(Arc::new(sink));
+        let sink: std::sync::Arc<dyn Fn(DeadLetter) + Send + Sync> = std::sync::Arc::new(sink);
+        self.dead_letters = Some(sync::arc_from_std(sink));
         self
     }
 
@@ -423,7 +424,7 @@ impl Router {
         shard
             .shared
             .table
-            .with(&id, msg, |entry, msg| entry.route(msg, shard, bound))
+            .with(&id, msg, |entry, msg| Entry::route(entry, msg, shard, bound))
             .unwrap_or_else(|msg| Err(SendError::new(SendErrorKind::ActorNotFound, msg)))
     }
 
@@ -487,7 +488,7 @@ impl Router {
                     return Err(RequestError::Shutdown);
                 }
                 let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
-                match entry.route(msg, shard, bound) {
+                match Entry::route(entry, msg, shard, bound) {
                     Ok(()) => Ok(slot),
                     Err(e) => {
                         // Resolve before the returned reply handle is dropped.
@@ -544,6 +545,15 @@ impl Router {
             let _ = shard.cmd.send(Cmd::Flush(latch.token()));
         }
         latch.wait();
+    }
+
+    /// Posts a `Wake` to every shard, so that each sweeps its request deadlines
+    /// against the clock. Returns without waiting.
+    #[cfg(loom)]
+    pub(crate) fn wake_shards(&self) {
+        for shard in self.inner.shards.iter() {
+            let _ = shard.cmd.send(Cmd::Wake);
+        }
     }
 
     /// A snapshot of every shard's counters.

@@ -14,14 +14,14 @@
 //! * **clean-up** — parked messages and unresolved requests of an actor that
 //!   unregisters, and everything at shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::RequestError;
 use crate::mailbox::MailboxState;
 use crate::message::{ActorMessage, ReplySlot};
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, Condvar, HashMap, Mutex, Ordering};
 use crate::table::{Attempt, Entry, Table};
 
 /// A callback receiving dead letters.
@@ -232,7 +232,7 @@ impl Shard {
             shared: Arc::clone(&handle.shared),
             rx,
             config,
-            overflow: HashMap::new(),
+            overflow: HashMap::default(),
             depth: 0,
             pending: Vec::new(),
             quiet_periods: IDLE_PERIODS,
