@@ -284,7 +284,11 @@ impl Shard {
         match cmd {
             Cmd::Deliver { entry, msg } => self.deliver(entry, msg),
             Cmd::Drain(state) => {
-                state.drain_signaled.store(false, Ordering::SeqCst);
+                // A swap, not a store: every update of the flag is then a
+                // read-modify-write that reads the latest value. C11 orders a plain
+                // store the same way; loom's model does not, and reports a lost
+                // `Drain` that cannot happen.
+                state.drain_signaled.swap(false, Ordering::SeqCst);
                 self.drain(Arc::as_ptr(&state) as usize);
             }
             Cmd::Unregistered(entry) => self.unregistered(&entry),
