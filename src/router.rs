@@ -335,12 +335,16 @@ impl Router {
         let shard = inner.shard(&id);
         mailbox.state.link(shard.cmd.clone());
         let entry = Arc::new(Entry { id, tx: mailbox.tx, state: mailbox.state });
+        let key = entry.key();
         if shard.shared.table.insert_new(id, entry).is_err() {
             return Err(RegisterError::AlreadyRegistered(id));
         }
-        if inner.is_closed() {
-            // Raced with shutdown, which may have emptied the table before our insert.
-            shard.shared.table.remove(&id);
+        // Raced with shutdown. If our entry is still in the table, shutdown emptied
+        // the table before our insert: no message reached the entry (sends check
+        // `closed` under the table lock), so take it back and report `Shutdown`.
+        // If shutdown's sweep removed it, the registration took effect before the
+        // shutdown (and may have taken messages): it succeeded.
+        if inner.is_closed() && shard.shared.table.remove_if(&id, |e| e.key() == key).is_some() {
             return Err(RegisterError::Shutdown);
         }
         tracing::trace!(actor = %id, shard = shard.shared.index, "registered");
@@ -416,16 +420,25 @@ impl Router {
     /// Hands the message back with the [`SendErrorKind`].
     pub fn deliver(&self, id: ActorId, msg: ActorMessage) -> Result<(), SendError<ActorMessage>> {
         let inner = &*self.inner;
-        if inner.is_closed() {
-            return Err(SendError::new(SendErrorKind::Shutdown, msg));
-        }
         let shard = inner.shard(&id);
         let bound = inner.overflow_bound;
+        // `closed` is read under the table lock: shutdown sets it before emptying
+        // the tables, so an entry that a racing `register` inserts after that
+        // (and then removes again) never takes a message.
         shard
             .shared
             .table
-            .with(&id, msg, |entry, msg| Entry::route(entry, msg, shard, bound))
-            .unwrap_or_else(|msg| Err(SendError::new(SendErrorKind::ActorNotFound, msg)))
+            .with(&id, msg, |entry, msg| {
+                if inner.is_closed() {
+                    return Err(SendError::new(SendErrorKind::Shutdown, msg));
+                }
+                Entry::route(entry, msg, shard, bound)
+            })
+            .unwrap_or_else(|msg| {
+                let kind =
+                    if inner.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
+                Err(SendError::new(kind, msg))
+            })
     }
 
     /// Sends a one-way message and reports whether it was accepted. Never blocks.
@@ -473,15 +486,16 @@ impl Router {
         deadline: Instant,
     ) -> Result<Arc<ReplySlot>, RequestError> {
         let inner = &*self.inner;
-        if inner.is_closed() {
-            return Err(RequestError::Shutdown);
-        }
         let shard = inner.shard(&id);
         let bound = inner.overflow_bound;
+        // `closed` is read under the table lock, as in `deliver`.
         shard
             .shared
             .table
             .with(&id, data, |entry, data| {
+                if inner.is_closed() {
+                    return Err(RequestError::Shutdown);
+                }
                 let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
                 if shard.shared.timers.file(&slot, deadline, &shard.cmd).is_err() {
                     let _ = slot.complete(Err(RequestError::Shutdown));
@@ -498,7 +512,9 @@ impl Router {
                     }
                 }
             })
-            .unwrap_or(Err(RequestError::ActorNotFound))
+            .unwrap_or_else(|_| {
+                Err(if inner.is_closed() { RequestError::Shutdown } else { RequestError::ActorNotFound })
+            })
     }
 
     /// Sends a request and blocks until exactly one outcome: the reply, or a

@@ -260,6 +260,11 @@ pub(crate) mod map {
             self.0.remove(key).map(|(_, v)| v)
         }
 
+        /// Removes the value for `key` if `pred` holds for it.
+        pub(crate) fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+            self.0.remove_if(key, |_, v| pred(v)).map(|(_, v)| v)
+        }
+
         pub(crate) fn len(&self) -> usize {
             self.0.len()
         }
@@ -319,6 +324,15 @@ pub(crate) mod map {
 
         pub(crate) fn remove(&self, key: &K) -> Option<V> {
             self.0.lock().remove(key)
+        }
+
+        pub(crate) fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+            let mut map = self.0.lock();
+            if map.get(key).is_some_and(pred) {
+                map.remove(key)
+            } else {
+                None
+            }
         }
 
         pub(crate) fn len(&self) -> usize {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use loom::thread;
 use sharded_router::{
-    loom_hooks, ActorId, ActorMessage, Mailbox, OverflowPolicy, RequestError, Router, SendErrorKind,
-    TryRecvError,
+    loom_hooks, ActorId, ActorMessage, Mailbox, OverflowPolicy, RegisterError, RequestError, Router,
+    SendErrorKind, TryRecvError,
 };
 use uuid::Uuid;
 
@@ -378,5 +378,46 @@ fn request_vs_shutdown() {
                 assert_eq!(accepted, 0);
             }
         }
+    });
+}
+
+/// Model 10a: shutdown racing a registration and a send to the actor being
+/// registered. Every thread ends; a message is accepted only by a registration
+/// that succeeded, and an accepted message is delivered or a dead letter.
+#[test]
+fn shutdown_vs_register_and_send() {
+    check("10a shutdown_vs_register_and_send", 2, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+
+        let registrar = {
+            let router = router.clone();
+            thread::spawn(move || router.register(target, tx))
+        };
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.send(target, b"m".to_vec()))
+        };
+        router.shutdown();
+        let registered = registrar.join().unwrap();
+        let sent = sender.join().unwrap();
+
+        let got = take_waiting(&mailbox);
+        match registered {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(e, RegisterError::Shutdown);
+                assert!(got.is_empty(), "a failed registration received a message");
+            }
+        }
+        match sent {
+            Ok(()) => assert_eq!(got.len() as u64 + dead_letters(&router), 1),
+            Err(e) => {
+                assert!(matches!(e.kind(), SendErrorKind::ActorNotFound | SendErrorKind::Shutdown), "{e:?}");
+                assert!(got.is_empty());
+            }
+        }
+        assert!(!router.is_registered(target));
     });
 }
