@@ -219,7 +219,9 @@ impl Inner {
             // its `Shutdown` (posts happen under a table read lock), and actors see
             // their mailboxes disconnect.
             for shard in self.shards.iter() {
-                drop(shard.shared.table.drain());
+                for entry in shard.shared.table.drain() {
+                    entry.state.unlink();
+                }
             }
             for shard in self.shards.iter() {
                 let _ = shard.cmd.send(Cmd::Shutdown);
@@ -344,8 +346,11 @@ impl Router {
         // `closed` under the table lock), so take it back and report `Shutdown`.
         // If shutdown's sweep removed it, the registration took effect before the
         // shutdown (and may have taken messages): it succeeded.
-        if inner.is_closed() && shard.shared.table.remove_if(&id, |e| e.key() == key).is_some() {
-            return Err(RegisterError::Shutdown);
+        if inner.is_closed() {
+            if let Some(entry) = shard.shared.table.remove_if(&id, |e| e.key() == key) {
+                entry.state.unlink();
+                return Err(RegisterError::Shutdown);
+            }
         }
         tracing::trace!(actor = %id, shard = shard.shared.index, "registered");
         Ok(())
@@ -377,6 +382,7 @@ impl Router {
         let shard = inner.shard(&id);
         let entry = shard.shared.table.remove(&id).ok_or(UnregisterError::ActorNotFound(id))?;
         let state = &entry.state;
+        state.unlink();
         // Table readers are done with the entry (the removal took the write lock),
         // so these counts can only fall from here.
         if state.in_flight.load(Ordering::SeqCst) > 0 || state.outstanding.load(Ordering::SeqCst) > 0 {

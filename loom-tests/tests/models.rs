@@ -421,3 +421,41 @@ fn shutdown_vs_register_and_send() {
         assert!(!router.is_registered(target));
     });
 }
+
+/// Model 10b: shutdown racing sends that go through the shard's overflow queue,
+/// with the actor consuming. Every thread ends; every accepted message is
+/// delivered or counted as a dead letter.
+#[test]
+fn shutdown_vs_overflow_sends() {
+    check("10b shutdown_vs_overflow_sends", 2, || {
+        let router = router(2);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+        router.send(target, b"0".to_vec()).unwrap();
+
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || {
+                let a = router.send(target, b"1".to_vec()).is_ok();
+                let b = router.send(target, b"2".to_vec()).is_ok();
+                usize::from(a) + usize::from(b)
+            })
+        };
+        let actor = thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(msg) = mailbox.recv() {
+                got.push(msg.data().to_vec());
+            }
+            got
+        });
+        router.shutdown();
+        let accepted = sender.join().unwrap();
+        let got = actor.join().unwrap();
+
+        assert_eq!(got.first().map(Vec::as_slice), Some(&b"0"[..]));
+        let delivered = got.len() - 1;
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "FIFO: {got:?}");
+        assert_eq!((delivered as u64) + dead_letters(&router), accepted as u64, "{got:?}");
+    });
+}
