@@ -328,7 +328,9 @@ impl Router {
     ///
     /// # Errors
     /// [`RegisterError::AlreadyRegistered`] if `id` is taken;
-    /// [`RegisterError::Shutdown`] after shutdown.
+    /// [`RegisterError::Shutdown`] after shutdown. A registration racing
+    /// [`shutdown`](Self::shutdown) may succeed; its mailbox then disconnects
+    /// like every other.
     pub fn register(&self, id: ActorId, mailbox: MailboxSender) -> Result<(), RegisterError> {
         let inner = &*self.inner;
         if inner.is_closed() {
@@ -341,15 +343,15 @@ impl Router {
         if shard.shared.table.insert_new(id, entry).is_err() {
             return Err(RegisterError::AlreadyRegistered(id));
         }
-        // Raced with shutdown. If our entry is still in the table, shutdown emptied
-        // the table before our insert: no message reached the entry (sends check
-        // `closed` under the table lock), so take it back and report `Shutdown`.
-        // If shutdown's sweep removed it, the registration took effect before the
-        // shutdown (and may have taken messages): it succeeded.
+        // Raced with shutdown. The insert took effect and sends may already have
+        // put messages into the mailbox, so the registration succeeded; it ends
+        // with the shutdown. Shutdown's table sweep may have run before the insert
+        // (then nothing reached the entry: sends check `closed` under the table
+        // lock), so take the entry out here if it is still ours; either way the
+        // mailbox disconnects.
         if inner.is_closed() {
             if let Some(entry) = shard.shared.table.remove_if(&id, |e| e.key() == key) {
                 entry.state.unlink();
-                return Err(RegisterError::Shutdown);
             }
         }
         tracing::trace!(actor = %id, shard = shard.shared.index, "registered");

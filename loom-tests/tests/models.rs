@@ -419,6 +419,8 @@ fn shutdown_vs_register_and_send() {
             }
         }
         assert!(!router.is_registered(target));
+        // Whichever way the registration went, the mailbox ends disconnected.
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
     });
 }
 
