@@ -7,7 +7,10 @@
 //! capacity 1, one to three messages.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
-//! (see `.ci/loom` at the repository root).
+//! (see `.ci/loom` at the repository root). Each model explores every
+//! interleaving within a preemption bound: `LOOM_MAX_PREEMPTIONS` for most, one
+//! more for the models whose state space stays small ([`Depth::Deeper`]); each
+//! prints its bound, iteration count and time (shown with `--nocapture`).
 
 #![cfg(loom)]
 
@@ -36,15 +39,25 @@ fn router(park: usize) -> Router {
         .expect("router")
 }
 
-/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`
-/// (or `bound` if that is unset) and reports iterations and time.
-fn check(name: &str, bound: usize, f: impl Fn() + Sync + Send + 'static) {
+/// How deep a model explores.
+#[derive(Clone, Copy)]
+enum Depth {
+    /// The preemption bound from `LOOM_MAX_PREEMPTIONS` (2 if unset).
+    Base,
+    /// One preemption more, for models whose state space stays small.
+    Deeper,
+}
+
+/// Runs `f` under loom at `depth` and reports iterations and time.
+fn check(name: &str, depth: Depth, f: impl Fn() + Sync + Send + 'static) {
     static ITERATIONS: AtomicUsize = AtomicUsize::new(0);
     let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(bound);
-    }
-    let preemptions = builder.preemption_bound;
+    let base = builder.preemption_bound.unwrap_or(2);
+    let bound = match depth {
+        Depth::Base => base,
+        Depth::Deeper => base + 1,
+    };
+    builder.preemption_bound = Some(bound);
     let start = Instant::now();
     ITERATIONS.store(0, Ordering::Relaxed);
     builder.check(move || {
@@ -52,7 +65,7 @@ fn check(name: &str, bound: usize, f: impl Fn() + Sync + Send + 'static) {
         f();
     });
     eprintln!(
-        "loom model {name}: {} iterations, preemption bound {preemptions:?}, {:.1?}",
+        "loom model {name}: preemption bound {bound}, {} iterations, {:.1?}",
         ITERATIONS.load(Ordering::Relaxed),
         start.elapsed()
     );
@@ -77,7 +90,7 @@ fn dead_letters(router: &Router) -> u64 {
 /// `ActorNotFound` (it ran first) or its message is in the mailbox.
 #[test]
 fn register_vs_send() {
-    check("1 register_vs_send", 2, || {
+    check("1 register_vs_send", Depth::Deeper, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -108,7 +121,7 @@ fn register_vs_send() {
 /// reports `ActorNotFound`. Nothing is lost, nothing is delivered twice.
 #[test]
 fn unregister_vs_send() {
-    check("2 unregister_vs_send", 2, || {
+    check("2 unregister_vs_send", Depth::Deeper, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -151,7 +164,7 @@ fn unregister_vs_send() {
 /// actor consumes concurrently.
 #[test]
 fn overflow_fifo() {
-    check("3 overflow_fifo", 2, || {
+    check("3 overflow_fifo", Depth::Base, || {
         let router = router(4);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -196,7 +209,7 @@ fn overflow_fifo() {
 /// waiting forever (loom reports the deadlock); a wrong drain loses or duplicates.
 #[test]
 fn overflow_drain_vs_consumer() {
-    check("4 overflow_drain_vs_consumer", 2, || {
+    check("4 overflow_drain_vs_consumer", Depth::Deeper, || {
         let router = router(2);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -229,7 +242,7 @@ fn overflow_drain_vs_consumer() {
 /// exactly when that outcome is the reply.
 #[test]
 fn request_reply_vs_timeout() {
-    check("5 request_reply_vs_timeout", 2, || {
+    check("5 request_reply_vs_timeout", Depth::Base, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -265,7 +278,7 @@ fn request_reply_vs_timeout() {
 /// timeout (the future has no clock of its own).
 #[test]
 fn request_async_reply_vs_timeout() {
-    check("5b request_async_reply_vs_timeout", 2, || {
+    check("5b request_async_reply_vs_timeout", Depth::Base, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -302,7 +315,7 @@ fn request_async_reply_vs_timeout() {
 /// requests. Exactly one outcome: the reply, or `ActorNotFound`.
 #[test]
 fn request_vs_unregister() {
-    check("6a request_vs_unregister", 2, || {
+    check("6a request_vs_unregister", Depth::Base, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -343,7 +356,7 @@ fn request_vs_unregister() {
 /// requests. Exactly one outcome, and every thread ends.
 #[test]
 fn request_vs_shutdown() {
-    check("6b request_vs_shutdown", 2, || {
+    check("6b request_vs_shutdown", Depth::Base, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -386,7 +399,7 @@ fn request_vs_shutdown() {
 /// that succeeded, and an accepted message is delivered or a dead letter.
 #[test]
 fn shutdown_vs_register_and_send() {
-    check("10a shutdown_vs_register_and_send", 2, || {
+    check("10a shutdown_vs_register_and_send", Depth::Deeper, || {
         let router = router(1);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
@@ -429,7 +442,7 @@ fn shutdown_vs_register_and_send() {
 /// delivered or counted as a dead letter.
 #[test]
 fn shutdown_vs_overflow_sends() {
-    check("10b shutdown_vs_overflow_sends", 2, || {
+    check("10b shutdown_vs_overflow_sends", Depth::Deeper, || {
         let router = router(2);
         let (tx, mailbox) = router.mailbox();
         let target = id(1);
