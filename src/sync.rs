@@ -22,6 +22,8 @@ pub(crate) use lock::{Condvar, Mutex, MutexGuard};
 /// The plain (single-owner) hash map the crate keeps inside a thread or a lock.
 /// Under loom its hasher is fixed, so that iterating it visits entries in the same
 /// order on every run of a model (loom replays schedules and needs determinism).
+/// Keys that are addresses (the shard's overflow queues) can still differ between
+/// runs; the models park messages for one actor at a time.
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, HashState>;
 
 #[cfg(not(loom))]
