@@ -141,7 +141,7 @@ impl ChannelTable {
             match phase {
                 Err(()) => return Leaving::Nothing,
                 Ok(Some(open)) => {
-                    if open.decide(Ok(OpenDecision::Left(leaver))) {
+                    if OpenSlot::decide(&open, Ok(OpenDecision::Left(leaver))) {
                         return Leaving::Nothing;
                     }
                 }
@@ -199,16 +199,16 @@ impl OpenSlot {
     /// Settles the open with `outcome` if it is still opening: the table entry moves
     /// to open (accept) or is removed (anything else), then the initiator's wait
     /// completes. Only the first caller succeeds; the others get `false`.
-    pub(crate) fn decide(self: &Arc<Self>, outcome: Result<OpenDecision, RequestError>) -> bool {
+    pub(crate) fn decide(this: &Arc<Self>, outcome: Result<OpenDecision, RequestError>) -> bool {
         let won = match &outcome {
-            Ok(OpenDecision::Accepted(_)) => self
+            Ok(OpenDecision::Accepted(_)) => this
                 .table
                 .map
-                .with_mut(&self.channel, |entry| match &entry.phase {
-                    Phase::Opening(open) if Arc::ptr_eq(open, self) => {
+                .with_mut(&this.channel, |entry| match &entry.phase {
+                    Phase::Opening(open) if Arc::ptr_eq(open, this) => {
                         entry.phase = Phase::Open {
-                            initiator: Arc::clone(&self.initiator_state),
-                            target: Arc::clone(&self.target_state),
+                            initiator: Arc::clone(&this.initiator_state),
+                            target: Arc::clone(&this.target_state),
                         };
                         true
                     }
@@ -216,13 +216,13 @@ impl OpenSlot {
                 })
                 .unwrap_or(false),
             _ => {
-                let removed = self.table.map.remove_if(
-                    &self.channel,
-                    |e| matches!(&e.phase, Phase::Opening(open) if Arc::ptr_eq(open, self)),
+                let removed = this.table.map.remove_if(
+                    &this.channel,
+                    |e| matches!(&e.phase, Phase::Opening(open) if Arc::ptr_eq(open, this)),
                 );
                 match removed {
                     Some(entry) => {
-                        entry.unlink(self.channel);
+                        entry.unlink(this.channel);
                         true
                     }
                     None => false,
@@ -233,11 +233,11 @@ impl OpenSlot {
             return false;
         }
         match &outcome {
-            Ok(OpenDecision::Accepted(_)) => Counters::bump(&self.table.counters.opened),
-            Ok(OpenDecision::Rejected) => Counters::bump(&self.table.counters.rejected),
+            Ok(OpenDecision::Accepted(_)) => Counters::bump(&this.table.counters.opened),
+            Ok(OpenDecision::Rejected) => Counters::bump(&this.table.counters.rejected),
             Ok(OpenDecision::Left(_)) | Err(_) => {}
         }
-        let _ = self.slot.complete(outcome);
+        let _ = this.slot.complete(outcome);
         true
     }
 

@@ -83,3 +83,21 @@ pub use message::{
 };
 pub use metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics, ShardMetrics};
 pub use router::{OpenFuture, OpenedChannel, OverflowPolicy, Router, RouterBuilder};
+
+/// Hooks for the loom models in `loom-tests/`. Built only with `--cfg loom`; not
+/// part of the public API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_hooks {
+    use std::time::Duration;
+
+    use crate::Router;
+
+    /// Loom does not model time. This moves the crate's mock clock forward by `by`
+    /// and posts a wake-up to every shard of `router`, which then resolves the
+    /// request deadlines that have passed. Returns without waiting for the shards.
+    pub fn advance_clock(router: &Router, by: Duration) {
+        crate::sync::time::advance(by);
+        router.wake_shards();
+    }
+}

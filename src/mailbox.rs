@@ -68,6 +68,14 @@ impl MailboxState {
         set.closed = true;
         set.ids.take().map(|ids| ids.into_iter().collect()).unwrap_or_default()
     }
+
+    /// Drops the link to the shard once the entry has left the table. A command
+    /// holding this state that is still queued when the shard stops would
+    /// otherwise keep the shard's queue alive through the link: a reference
+    /// cycle, leaking the state and the queue.
+    pub(crate) fn unlink(&self) {
+        *self.link.lock() = None;
+    }
 }
 
 /// Creates a mailbox holding at most `capacity` messages (at least 1).

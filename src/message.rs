@@ -399,7 +399,7 @@ impl ChannelOpenReply {
     /// channel does not exist.
     pub fn accept(mut self, response: Option<Vec<u8>>) -> Result<(), ChannelError> {
         match self.open.take() {
-            Some(open) if open.decide(Ok(OpenDecision::Accepted(response))) => Ok(()),
+            Some(open) if OpenSlot::decide(&open, Ok(OpenDecision::Accepted(response))) => Ok(()),
             _ => Err(ChannelError::ChannelNotFound),
         }
     }
@@ -407,7 +407,7 @@ impl ChannelOpenReply {
     /// Rejects the channel.
     pub fn reject(mut self) {
         if let Some(open) = self.open.take() {
-            open.decide(Ok(OpenDecision::Rejected));
+            OpenSlot::decide(&open, Ok(OpenDecision::Rejected));
         }
     }
 
@@ -419,7 +419,7 @@ impl ChannelOpenReply {
 
     pub(crate) fn fail(mut self, error: RequestError) {
         if let Some(open) = self.open.take() {
-            open.decide(Err(error));
+            OpenSlot::decide(&open, Err(error));
         }
     }
 }
@@ -427,7 +427,7 @@ impl ChannelOpenReply {
 impl Drop for ChannelOpenReply {
     fn drop(&mut self) {
         if let Some(open) = self.open.take() {
-            open.decide(Ok(OpenDecision::Rejected));
+            OpenSlot::decide(&open, Ok(OpenDecision::Rejected));
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::mailbox::{mailbox, Mailbox, MailboxSender, MailboxState};
 use crate::message::{ActorMessage, ChannelOpenReply, OpenDecision, ReplyHandle, ReplySlot, ResponseFuture};
 use crate::metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics};
 use crate::shard::{Cmd, DeadLetterSink, Latch, Pending, Shard, ShardConfig, ShardHandle};
-use crate::sync::{random_state, thread, time, Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{self, random_state, thread, time, Arc, AtomicBool, Mutex, Ordering};
 use crate::table::Entry;
 
 /// What happens to a message whose target's mailbox is full.
@@ -123,7 +123,8 @@ impl RouterBuilder {
     /// Calls `sink` with every dead letter. It runs on a shard thread or the
     /// sending thread and must not block.
     pub fn on_dead_letter(mut self, sink: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
-        self.dead_letters = Some(Arc::new(sink));
+        let sink: std::sync::Arc<dyn Fn(DeadLetter) + Send + Sync> = std::sync::Arc::new(sink);
+        self.dead_letters = Some(sync::arc_from_std(sink));
         self
     }
 
@@ -206,15 +207,24 @@ impl Inner {
 
     /// Routes `msg` to a participant, parking up to `bound` messages at its shard.
     fn route(&self, to: Participant, msg: ActorMessage, bound: usize) -> Result<(), SendError<ActorMessage>> {
-        if self.is_closed() {
-            return Err(SendError::new(SendErrorKind::Shutdown, msg));
-        }
         let shard = self.shard(&to);
+        // `closed` is read under the table lock: shutdown sets it before emptying
+        // the tables, so an entry that a racing `register` inserts after that (and
+        // then removes again) never takes a message.
         shard
             .shared
             .table
-            .with(&to, msg, |entry, msg| entry.route(msg, shard, bound))
-            .unwrap_or_else(|msg| Err(SendError::new(SendErrorKind::ActorNotFound, msg)))
+            .with(&to, msg, |entry, msg| {
+                if self.is_closed() {
+                    return Err(SendError::new(SendErrorKind::Shutdown, msg));
+                }
+                Entry::route(entry, msg, shard, bound)
+            })
+            .unwrap_or_else(|msg| {
+                let kind =
+                    if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
+                Err(SendError::new(kind, msg))
+            })
     }
 
     /// The registration state of a participant.
@@ -229,16 +239,23 @@ impl Inner {
         let shard = self.shard(&who);
         mailbox.state.link(shard.cmd.clone());
         let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
+        let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
             return Err(match who {
                 Participant::Actor(id) => RegisterError::AlreadyRegistered(id),
                 Participant::External(id) => RegisterError::ExternalIdInUse(id),
             });
         }
+        // Raced with shutdown. The insert took effect and sends may already have
+        // put messages into the mailbox, so the registration succeeded; it ends
+        // with the shutdown. Shutdown's table sweep may have run before the insert
+        // (then nothing reached the entry: sends check `closed` under the table
+        // lock), so take the entry out here if it is still ours; either way the
+        // mailbox disconnects.
         if self.is_closed() {
-            // Raced with shutdown, which may have emptied the table before our insert.
-            shard.shared.table.remove(&who);
-            return Err(RegisterError::Shutdown);
+            if let Some(entry) = shard.shared.table.remove_if(&who, |e| e.key() == key) {
+                entry.state.unlink();
+            }
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "registered");
         Ok(())
@@ -251,6 +268,7 @@ impl Inner {
         let shard = self.shard(&who);
         let entry = shard.shared.table.remove(&who).ok_or(())?;
         let state = &entry.state;
+        state.unlink();
         for channel in state.take_channels() {
             if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
                 let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
@@ -277,7 +295,10 @@ impl Inner {
             // its `Shutdown` (posts happen under a table read lock), and actors see
             // their mailboxes disconnect.
             for shard in self.shards.iter() {
-                removed.extend(shard.shared.table.drain());
+                for entry in shard.shared.table.drain() {
+                    entry.state.unlink();
+                    removed.push(entry);
+                }
             }
             self.channels.clear();
             for shard in self.shards.iter() {
@@ -390,7 +411,9 @@ impl Router {
     ///
     /// # Errors
     /// [`RegisterError::AlreadyRegistered`] if `id` is taken;
-    /// [`RegisterError::Shutdown`] after shutdown.
+    /// [`RegisterError::Shutdown`] after shutdown. A registration racing
+    /// [`shutdown`](Self::shutdown) may succeed; its mailbox then disconnects
+    /// like every other.
     pub fn register(&self, id: ActorId, mailbox: MailboxSender) -> Result<(), RegisterError> {
         self.inner.add(Participant::Actor(id), mailbox)
     }
@@ -513,16 +536,17 @@ impl Router {
         deadline: Instant,
     ) -> Result<Arc<ReplySlot<Vec<u8>>>, RequestError> {
         let inner = &*self.inner;
-        if inner.is_closed() {
-            return Err(RequestError::Shutdown);
-        }
         let id = Participant::Actor(id);
         let shard = inner.shard(&id);
         let bound = inner.overflow_bound;
+        // `closed` is read under the table lock, as in `deliver`.
         shard
             .shared
             .table
             .with(&id, data, |entry, data| {
+                if inner.is_closed() {
+                    return Err(RequestError::Shutdown);
+                }
                 let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
                 if shard
                     .shared
@@ -534,7 +558,7 @@ impl Router {
                     return Err(RequestError::Shutdown);
                 }
                 let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
-                match entry.route(msg, shard, bound) {
+                match Entry::route(entry, msg, shard, bound) {
                     Ok(()) => Ok(slot),
                     Err(e) => {
                         // Resolve before the returned reply handle is dropped.
@@ -544,7 +568,9 @@ impl Router {
                     }
                 }
             })
-            .unwrap_or(Err(RequestError::ActorNotFound))
+            .unwrap_or_else(|_| {
+                Err(if inner.is_closed() { RequestError::Shutdown } else { RequestError::ActorNotFound })
+            })
     }
 
     /// Sends a request and blocks until exactly one outcome: the reply, or a
@@ -636,16 +662,16 @@ impl Router {
         // Linking fails once a participant has left; its departure would not see
         // this channel, so settle it here.
         if !initiator_state.link_channel(channel_id) {
-            open.decide(Err(RequestError::ActorNotFound));
+            OpenSlot::decide(&open, Err(RequestError::ActorNotFound));
             return Err(ChannelError::ParticipantNotFound(initiator));
         }
         if !target_state.link_channel(channel_id) {
-            open.decide(Err(RequestError::ActorNotFound));
+            OpenSlot::decide(&open, Err(RequestError::ActorNotFound));
             return Err(ChannelError::ParticipantNotFound(target));
         }
         let shard = inner.shard(&target);
         if shard.shared.timers.file(Pending::Open(Arc::clone(&open)), deadline, &shard.cmd).is_err() {
-            open.decide(Err(RequestError::Shutdown));
+            OpenSlot::decide(&open, Err(RequestError::Shutdown));
             return Err(ChannelError::Shutdown);
         }
         let msg = ActorMessage::ChannelOpen {
@@ -658,7 +684,7 @@ impl Router {
             // Settle with the real cause before the returned reply handle is
             // dropped (dropping it would count as a rejection).
             let error = RequestError::from(e.kind());
-            open.decide(Err(error));
+            OpenSlot::decide(&open, Err(error));
             drop(e);
             return Err(ChannelError::from_open(error, target));
         }
@@ -718,7 +744,7 @@ impl Router {
         let open = self.start_open(initiator, target, initial_msg, deadline)?;
         let outcome = match open.slot.wait_until(deadline) {
             Some(outcome) => outcome,
-            None if open.decide(Err(RequestError::Timeout)) => Err(RequestError::Timeout),
+            None if OpenSlot::decide(&open, Err(RequestError::Timeout)) => Err(RequestError::Timeout),
             // Settled by someone else at the deadline: take that outcome.
             None => open.slot.wait(),
         };
@@ -826,6 +852,15 @@ impl Router {
             let _ = shard.cmd.send(Cmd::Flush(latch.token()));
         }
         latch.wait();
+    }
+
+    /// Posts a `Wake` to every shard, so that each sweeps its request deadlines
+    /// against the clock. Returns without waiting.
+    #[cfg(loom)]
+    pub(crate) fn wake_shards(&self) {
+        for shard in self.inner.shards.iter() {
+            let _ = shard.cmd.send(Cmd::Wake);
+        }
     }
 
     /// A snapshot of every shard's counters.

@@ -14,7 +14,7 @@
 //! * **clean-up** — parked messages and unresolved requests of an actor that
 //!   unregisters, and everything at shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::channels::OpenSlot;
@@ -22,7 +22,7 @@ use crate::error::RequestError;
 use crate::mailbox::MailboxState;
 use crate::message::{ActorMessage, ReplySlot};
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, Condvar, HashMap, Mutex, Ordering};
 use crate::table::{Attempt, Entry, Table};
 
 /// A callback receiving dead letters.
@@ -116,7 +116,7 @@ impl Pending {
                 let _ = slot.complete(Err(error));
             }
             Self::Open(open) => {
-                open.decide(Err(error));
+                OpenSlot::decide(open, Err(error));
             }
         }
     }
@@ -269,7 +269,7 @@ impl Shard {
             shared: Arc::clone(&handle.shared),
             rx,
             config,
-            overflow: HashMap::new(),
+            overflow: HashMap::default(),
             depth: 0,
             pending: Vec::new(),
             quiet_periods: IDLE_PERIODS,
@@ -321,7 +321,11 @@ impl Shard {
         match cmd {
             Cmd::Deliver { entry, msg } => self.deliver(entry, msg),
             Cmd::Drain(state) => {
-                state.drain_signaled.store(false, Ordering::SeqCst);
+                // A swap, not a store: every update of the flag is then a
+                // read-modify-write that reads the latest value. C11 orders a plain
+                // store the same way; loom's model does not, and reports a lost
+                // `Drain` that cannot happen.
+                state.drain_signaled.swap(false, Ordering::SeqCst);
                 self.drain(Arc::as_ptr(&state) as usize);
             }
             Cmd::Unregistered(entry) => self.unregistered(&entry),

@@ -19,6 +19,27 @@ pub(crate) use loom::sync::Arc;
 
 pub(crate) use lock::{Condvar, Mutex, MutexGuard};
 
+/// The plain (single-owner) hash map the crate keeps inside a thread or a lock.
+/// Under loom its hasher is fixed, so that iterating it visits entries in the same
+/// order on every run of a model (loom replays schedules and needs determinism).
+/// Keys that are addresses (the shard's overflow queues) can still differ between
+/// runs; the models park messages for one actor at a time.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, HashState>;
+
+#[cfg(not(loom))]
+pub(crate) type HashState = std::collections::hash_map::RandomState;
+#[cfg(loom)]
+pub(crate) type HashState = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// Moves a `std::sync::Arc` into the seam's `Arc`. Unsized values (`dyn Fn`) are
+/// made this way, since loom's `Arc` cannot coerce to an unsized type.
+pub(crate) fn arc_from_std<T: ?Sized>(arc: std::sync::Arc<T>) -> Arc<T> {
+    #[cfg(loom)]
+    return Arc::from_std(arc);
+    #[cfg(not(loom))]
+    return arc;
+}
+
 #[cfg(not(loom))]
 mod lock {
     use std::time::Instant;
@@ -285,15 +306,16 @@ pub(crate) mod map {
 
 #[cfg(loom)]
 pub(crate) mod map {
-    use std::collections::HashMap;
     use std::hash::Hash;
+
+    use super::HashMap;
 
     /// Loom stand-in: one lock around a `HashMap`.
     pub(crate) struct ConcurrentMap<K, V>(super::Mutex<HashMap<K, V>>);
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(super::Mutex::new(HashMap::new()))
+            Self(super::Mutex::new(HashMap::default()))
         }
 
         pub(crate) fn with<A, R>(&self, key: &K, arg: A, f: impl FnOnce(&V, A) -> R) -> Result<R, A> {

@@ -54,15 +54,15 @@ impl Entry {
     /// (mailbox full, or earlier messages still at the shard) the message is counted
     /// in flight and posted to the shard, behind everything posted before it.
     pub(crate) fn route(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         msg: ActorMessage,
         shard: &ShardHandle,
         overflow_bound: usize,
     ) -> Result<(), SendError<ActorMessage>> {
         let counters = &shard.shared.counters;
-        let in_flight = &self.state.in_flight;
+        let in_flight = &this.state.in_flight;
         let msg = if in_flight.load(Ordering::SeqCst) == 0 {
-            match self.try_put(msg) {
+            match this.try_put(msg) {
                 Attempt::Delivered => {
                     counters.delivered_direct.bump();
                     return Ok(());
@@ -76,13 +76,13 @@ impl Entry {
         if in_flight.fetch_add(1, Ordering::SeqCst) >= overflow_bound {
             in_flight.fetch_sub(1, Ordering::SeqCst);
             Counters::bump(&counters.rejected);
-            tracing::debug!(participant = %self.id, shard = shard.shared.index, "mailbox full: message rejected");
+            tracing::debug!(participant = %this.id, shard = shard.shared.index, "mailbox full: message rejected");
             return Err(SendError::new(SendErrorKind::MailboxFull, msg));
         }
         // The only command posted here is a `Deliver`, so that is all a failed
         // post can hand back.
         if let Err(chan::SendError(Cmd::Deliver { msg, .. })) =
-            shard.cmd.send(Cmd::Deliver { entry: Arc::clone(self), msg })
+            shard.cmd.send(Cmd::Deliver { entry: Arc::clone(this), msg })
         {
             in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(SendError::new(SendErrorKind::Shutdown, msg));

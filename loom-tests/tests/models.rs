@@ -1,0 +1,476 @@
+//! Loom models of the router's real code paths.
+//!
+//! Every model drives the public [`Router`] API of `sharded-router` built with
+//! `--cfg loom`, where the crate's concurrency seam (`src/sync.rs`) swaps flume,
+//! dashmap, parking_lot and the clock for loom-visible stand-ins. Sizes are shrunk
+//! so that the state space stays small: one shard (one shard thread), mailboxes of
+//! capacity 1, one to three messages.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
+//! (see `.ci/loom` at the repository root). Each model explores every
+//! interleaving within a preemption bound: `LOOM_MAX_PREEMPTIONS` for most, one
+//! more for the models whose state space stays small ([`Depth::Deeper`]); each
+//! prints its bound, iteration count and time (shown with `--nocapture`).
+
+#![cfg(loom)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use loom::thread;
+use sharded_router::{
+    loom_hooks, ActorId, ActorMessage, Mailbox, OverflowPolicy, RegisterError, RequestError, Router,
+    SendErrorKind, TryRecvError,
+};
+use uuid::Uuid;
+
+/// A deterministic actor id: a model must make the same choices on every run.
+fn id(n: u128) -> ActorId {
+    ActorId::from_uuid(Uuid::from_u128(n))
+}
+
+/// One shard, mailboxes of capacity 1, up to `park` messages parked per actor.
+fn router(park: usize) -> Router {
+    Router::builder()
+        .shards(1)
+        .mailbox_capacity(1)
+        .overflow(OverflowPolicy::Park { max_per_actor: park })
+        .build()
+        .expect("router")
+}
+
+/// How deep a model explores.
+#[derive(Clone, Copy)]
+enum Depth {
+    /// The preemption bound from `LOOM_MAX_PREEMPTIONS` (2 if unset).
+    Base,
+    /// One preemption more, for models whose state space stays small.
+    Deeper,
+}
+
+/// Runs `f` under loom at `depth` and reports iterations and time.
+fn check(name: &str, depth: Depth, f: impl Fn() + Sync + Send + 'static) {
+    static ITERATIONS: AtomicUsize = AtomicUsize::new(0);
+    let mut builder = loom::model::Builder::new();
+    let base = builder.preemption_bound.unwrap_or(2);
+    let bound = match depth {
+        Depth::Base => base,
+        Depth::Deeper => base + 1,
+    };
+    builder.preemption_bound = Some(bound);
+    let start = Instant::now();
+    ITERATIONS.store(0, Ordering::Relaxed);
+    builder.check(move || {
+        ITERATIONS.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    eprintln!(
+        "loom model {name}: preemption bound {bound}, {} iterations, {:.1?}",
+        ITERATIONS.load(Ordering::Relaxed),
+        start.elapsed()
+    );
+}
+
+/// Takes every message waiting in `mailbox` without blocking.
+fn take_waiting(mailbox: &Mailbox) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    loop {
+        match mailbox.try_recv() {
+            Ok(msg) => got.push(msg.data().to_vec()),
+            Err(_) => return got,
+        }
+    }
+}
+
+fn dead_letters(router: &Router) -> u64 {
+    router.metrics().shards.iter().map(|s| s.dead_letters).sum()
+}
+
+/// Model 1: registration racing a send. The send either fails with
+/// `ActorNotFound` (it ran first) or its message is in the mailbox.
+#[test]
+fn register_vs_send() {
+    check("1 register_vs_send", Depth::Deeper, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+
+        let registrar = {
+            let router = router.clone();
+            thread::spawn(move || router.register(target, tx))
+        };
+        let sent = router.send(target, b"m".to_vec());
+        registrar.join().unwrap().expect("register");
+
+        let got = take_waiting(&mailbox);
+        match sent {
+            Ok(()) => assert_eq!(got, [b"m".to_vec()]),
+            Err(e) => {
+                assert_eq!(e.kind(), SendErrorKind::ActorNotFound);
+                assert!(got.is_empty());
+            }
+        }
+        assert_eq!(dead_letters(&router), 0);
+        router.shutdown();
+    });
+}
+
+/// Model 2: unregistration racing a send that has to go through the shard (the
+/// mailbox is full), while the actor takes the message that filled it. An
+/// accepted message is delivered once or counted as a dead letter; a refused one
+/// reports `ActorNotFound`. Nothing is lost, nothing is delivered twice.
+#[test]
+fn unregister_vs_send() {
+    check("2 unregister_vs_send", Depth::Deeper, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+        router.send(target, b"first".to_vec()).unwrap();
+
+        let unregistering = {
+            let router = router.clone();
+            thread::spawn(move || router.unregister(target))
+        };
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.send(target, b"second".to_vec()))
+        };
+        assert_eq!(mailbox.recv().unwrap().data(), b"first");
+        unregistering.join().unwrap().expect("unregister");
+        let sent = sender.join().unwrap();
+        router.flush();
+
+        let got = take_waiting(&mailbox);
+        let dead = dead_letters(&router);
+        match sent {
+            Ok(()) => assert_eq!(got.len() as u64 + dead, 1, "accepted: delivered or dead letter"),
+            Err(e) => {
+                assert_eq!(e.kind(), SendErrorKind::ActorNotFound);
+                assert!(got.is_empty());
+                assert_eq!(dead, 0);
+            }
+        }
+        assert!(got.iter().all(|m| m == b"second"));
+        // The entry is gone and the mailbox drained: it reports disconnection.
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        router.shutdown();
+    });
+}
+
+/// Model 3: per-pair FIFO across overflow. The mailbox is full, so sender A's
+/// first message is parked at the shard; A's second message must not overtake it
+/// (even when room has appeared by then), while sender B races with both and the
+/// actor consumes concurrently.
+#[test]
+fn overflow_fifo() {
+    check("3 overflow_fifo", Depth::Base, || {
+        let router = router(4);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+        router.send(target, b"x".to_vec()).unwrap();
+
+        let a = {
+            let router = router.clone();
+            thread::spawn(move || {
+                router.send(target, b"a1".to_vec()).unwrap();
+                router.send(target, b"a2".to_vec()).unwrap();
+            })
+        };
+        let b = {
+            let router = router.clone();
+            thread::spawn(move || router.send(target, b"b1".to_vec()).unwrap())
+        };
+
+        // The actor: every accepted message arrives (the parked ones as room appears).
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(mailbox.recv().expect("message").data().to_vec());
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+
+        assert_eq!(got[0], b"x");
+        let pos = |m: &[u8]| got.iter().position(|g| g == m).expect("delivered");
+        assert!(pos(b"a1") < pos(b"a2"), "per-pair FIFO: {got:?}");
+        let mut sorted = got.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4, "no duplicates: {got:?}");
+        assert_eq!(dead_letters(&router), 0);
+        router.shutdown();
+    });
+}
+
+/// Model 4: the shard's overflow drain racing the actor's consumption. Two
+/// messages are parked behind a full mailbox of capacity 1; the actor's receives
+/// send `Drain` notices that the shard acts on. A lost notice leaves the actor
+/// waiting forever (loom reports the deadlock); a wrong drain loses or duplicates.
+#[test]
+fn overflow_drain_vs_consumer() {
+    check("4 overflow_drain_vs_consumer", Depth::Deeper, || {
+        let router = router(2);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+        router.send(target, b"0".to_vec()).unwrap();
+
+        let actor = thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(mailbox.recv().expect("message").data().to_vec());
+            }
+            (got, mailbox)
+        });
+        router.send(target, b"1".to_vec()).unwrap();
+        router.send(target, b"2".to_vec()).unwrap();
+
+        let (got, mailbox) = actor.join().unwrap();
+        assert_eq!(got, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+        router.flush();
+        assert!(take_waiting(&mailbox).is_empty());
+        let metrics = router.metrics();
+        assert_eq!(metrics.shards[0].overflow_depth, 0);
+        assert_eq!(metrics.shards[0].dead_letters, 0);
+        router.shutdown();
+    });
+}
+
+/// Model 5: a reply racing the request's timeout, the clock driven explicitly.
+/// Exactly one outcome reaches the requester, and the actor's `reply` succeeds
+/// exactly when that outcome is the reply.
+#[test]
+fn request_reply_vs_timeout() {
+    check("5 request_reply_vs_timeout", Depth::Base, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+
+        let actor = thread::spawn(move || match mailbox.recv().expect("request") {
+            ActorMessage::Request { data, reply } => reply.reply(data).is_ok(),
+            other => panic!("unexpected {other:?}"),
+        });
+        let clock = {
+            let router = router.clone();
+            thread::spawn(move || loom_hooks::advance_clock(&router, Duration::from_millis(20)))
+        };
+        let outcome = router.request(target, b"q".to_vec(), Duration::from_millis(10));
+        let replied = actor.join().unwrap();
+        clock.join().unwrap();
+
+        match outcome {
+            Ok(answer) => {
+                assert_eq!(answer, b"q");
+                assert!(replied, "the reply that reached the requester was accepted");
+            }
+            Err(e) => {
+                assert_eq!(e, RequestError::Timeout);
+                assert!(!replied, "a reply after the timeout is refused");
+            }
+        }
+        router.shutdown();
+    });
+}
+
+/// Model 5, async: the same race where only the shard's timer can resolve the
+/// timeout (the future has no clock of its own).
+#[test]
+fn request_async_reply_vs_timeout() {
+    check("5b request_async_reply_vs_timeout", Depth::Base, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+
+        let actor = thread::spawn(move || match mailbox.recv().expect("request") {
+            ActorMessage::Request { data, reply } => reply.reply(data).is_ok(),
+            other => panic!("unexpected {other:?}"),
+        });
+        let pending = router.request_async(target, b"q".to_vec(), Duration::from_millis(10));
+        let clock = {
+            let router = router.clone();
+            thread::spawn(move || loom_hooks::advance_clock(&router, Duration::from_millis(20)))
+        };
+        let outcome = loom::future::block_on(pending);
+        let replied = actor.join().unwrap();
+        clock.join().unwrap();
+
+        match outcome {
+            Ok(answer) => {
+                assert_eq!(answer, b"q");
+                assert!(replied);
+            }
+            Err(e) => {
+                assert_eq!(e, RequestError::Timeout);
+                assert!(!replied);
+            }
+        }
+        router.shutdown();
+    });
+}
+
+/// Model 6a: a request racing the target's unregistration while the actor serves
+/// requests. Exactly one outcome: the reply, or `ActorNotFound`.
+#[test]
+fn request_vs_unregister() {
+    check("6a request_vs_unregister", Depth::Base, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+
+        let actor = thread::spawn(move || {
+            let mut accepted = 0;
+            while let Ok(msg) = mailbox.recv() {
+                if let ActorMessage::Request { data, reply } = msg {
+                    accepted += usize::from(reply.reply(data).is_ok());
+                }
+            }
+            accepted
+        });
+        let unregistering = {
+            let router = router.clone();
+            thread::spawn(move || router.unregister(target))
+        };
+        let outcome = router.request(target, b"q".to_vec(), Duration::from_secs(1));
+        unregistering.join().unwrap().expect("unregister");
+        let accepted = actor.join().unwrap();
+
+        match outcome {
+            Ok(answer) => {
+                assert_eq!(answer, b"q");
+                assert_eq!(accepted, 1);
+            }
+            Err(e) => {
+                assert_eq!(e, RequestError::ActorNotFound);
+                assert_eq!(accepted, 0);
+            }
+        }
+        router.shutdown();
+    });
+}
+
+/// Model 6b: a request racing the router's shutdown while the actor serves
+/// requests. Exactly one outcome, and every thread ends.
+#[test]
+fn request_vs_shutdown() {
+    check("6b request_vs_shutdown", Depth::Base, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+
+        let actor = thread::spawn(move || {
+            let mut accepted = 0;
+            while let Ok(msg) = mailbox.recv() {
+                if let ActorMessage::Request { data, reply } = msg {
+                    accepted += usize::from(reply.reply(data).is_ok());
+                }
+            }
+            accepted
+        });
+        let requester = {
+            let router = router.clone();
+            thread::spawn(move || router.request(target, b"q".to_vec(), Duration::from_secs(1)))
+        };
+        router.shutdown();
+        let outcome = requester.join().unwrap();
+        let accepted = actor.join().unwrap();
+
+        match outcome {
+            Ok(answer) => {
+                assert_eq!(answer, b"q");
+                assert_eq!(accepted, 1);
+            }
+            Err(e) => {
+                // Not `ActorNotFound`, even when the lookup ran after shutdown
+                // emptied the table: `closed` is set before that.
+                assert_eq!(e, RequestError::Shutdown);
+                assert_eq!(accepted, 0);
+            }
+        }
+    });
+}
+
+/// Model 10a: shutdown racing a registration and a send to the actor being
+/// registered. Every thread ends; a message is accepted only by a registration
+/// that succeeded, and an accepted message is delivered or a dead letter.
+#[test]
+fn shutdown_vs_register_and_send() {
+    check("10a shutdown_vs_register_and_send", Depth::Deeper, || {
+        let router = router(1);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+
+        let registrar = {
+            let router = router.clone();
+            thread::spawn(move || router.register(target, tx))
+        };
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.send(target, b"m".to_vec()))
+        };
+        router.shutdown();
+        let registered = registrar.join().unwrap();
+        let sent = sender.join().unwrap();
+
+        let got = take_waiting(&mailbox);
+        match registered {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(e, RegisterError::Shutdown);
+                assert!(got.is_empty(), "a failed registration received a message");
+            }
+        }
+        match sent {
+            Ok(()) => assert_eq!(got.len() as u64 + dead_letters(&router), 1),
+            Err(e) => {
+                assert!(matches!(e.kind(), SendErrorKind::ActorNotFound | SendErrorKind::Shutdown), "{e:?}");
+                assert!(got.is_empty());
+            }
+        }
+        assert!(!router.is_registered(target));
+        // Whichever way the registration went, the mailbox ends disconnected.
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    });
+}
+
+/// Model 10b: shutdown racing sends that go through the shard's overflow queue,
+/// with the actor consuming. Every thread ends; every accepted message is
+/// delivered or counted as a dead letter.
+#[test]
+fn shutdown_vs_overflow_sends() {
+    check("10b shutdown_vs_overflow_sends", Depth::Deeper, || {
+        let router = router(2);
+        let (tx, mailbox) = router.mailbox();
+        let target = id(1);
+        router.register(target, tx).unwrap();
+        router.send(target, b"0".to_vec()).unwrap();
+
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || {
+                let a = router.send(target, b"1".to_vec()).is_ok();
+                let b = router.send(target, b"2".to_vec()).is_ok();
+                usize::from(a) + usize::from(b)
+            })
+        };
+        let actor = thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(msg) = mailbox.recv() {
+                got.push(msg.data().to_vec());
+            }
+            got
+        });
+        router.shutdown();
+        let accepted = sender.join().unwrap();
+        let got = actor.join().unwrap();
+
+        assert_eq!(got.first().map(Vec::as_slice), Some(&b"0"[..]));
+        let delivered = got.len() - 1;
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "FIFO: {got:?}");
+        assert_eq!((delivered as u64) + dead_letters(&router), accepted as u64, "{got:?}");
+    });
+}
