@@ -273,6 +273,8 @@ mod wire {
         oversize.extend_from_slice(b"{\"request_id\":9");
         let mut truncated = frames(std::slice::from_ref(&list));
         truncated.extend_from_slice(&frame(list.as_bytes())[..10]);
+        let mut header_only = frames(std::slice::from_ref(&list));
+        header_only.extend_from_slice(&frame(list.as_bytes())[..4]);
         vec![
             ("seed-list", frames(std::slice::from_ref(&list))),
             (
@@ -325,6 +327,7 @@ mod wire {
             ),
             ("seed-oversize-length", oversize),
             ("seed-truncated-frame", truncated),
+            ("seed-truncated-after-length", header_only),
         ]
     }
 
@@ -334,8 +337,10 @@ mod wire {
             let (frames, tail) = wire_frames::split(&bytes);
             let want = if name.contains("oversize") {
                 Tail::Oversize(MAX_FRAME as u64 + 1)
+            } else if name.contains("truncated-after-length") {
+                Tail::Truncated(4)
             } else if name.contains("truncated") {
-                Tail::Truncated
+                Tail::Truncated(10)
             } else {
                 Tail::Clean
             };
