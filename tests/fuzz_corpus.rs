@@ -275,8 +275,15 @@ mod wire {
         truncated.extend_from_slice(&frame(list.as_bytes())[..10]);
         let mut header_only = frames(std::slice::from_ref(&list));
         header_only.extend_from_slice(&frame(list.as_bytes())[..4]);
+        // A frame of exactly the largest length, so inputs start past one read
+        // and at the limit.
+        let empty = cmd(30, &send(ECHO, r#""""#));
+        let filler = "x".repeat(MAX_FRAME - empty.len());
+        let largest = cmd(30, &send(ECHO, &format!("\"{filler}\"")));
+        assert_eq!(largest.len(), MAX_FRAME);
         vec![
             ("seed-list", frames(std::slice::from_ref(&list))),
+            ("seed-largest-frame", frames(&[largest, list.clone()])),
             (
                 "seed-send",
                 frames(&[
