@@ -1,13 +1,19 @@
-//! Replays the committed `router_ops` fuzz corpus through the same model and
-//! checks as the fuzz target, on stable and without libFuzzer, so a regression
-//! shows in a plain `cargo test`.
+//! Replays the committed fuzz corpora (`router_ops`, and `wire_frames` with the
+//! `server` feature) through the same models and checks as the fuzz targets, on
+//! stable and without libFuzzer, so a regression shows in a plain `cargo test`.
 //!
-//! The seed inputs are written by the ignored test `write_seed_corpus`:
-//! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus`.
+//! The seed inputs are written by the ignored tests `write_seed_corpus` and
+//! `write_wire_seed_corpus`:
+//! `cargo test --test fuzz_corpus -- --ignored write_`.
 
 #[path = "../fuzz/src/router_ops.rs"]
 #[allow(dead_code)]
 mod router_ops;
+
+#[cfg(feature = "server")]
+#[path = "../fuzz/src/wire_frames.rs"]
+#[allow(dead_code)]
+mod wire_frames;
 
 use std::fs;
 use std::path::PathBuf;
@@ -213,5 +219,150 @@ fn write_seed_corpus() {
     fs::create_dir_all(&dir).expect("corpus dir");
     for (name, ops) in seeds() {
         fs::write(dir.join(name), router_ops::encode(&ops)).expect("seed written");
+    }
+}
+
+#[cfg(feature = "server")]
+mod wire {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::wire_frames::{self, frame, Tail, ABSENT, ECHO, MAX_FRAME, REFUSER};
+
+    fn corpus_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire_frames")
+    }
+
+    #[test]
+    fn wire_frames_corpus_replays() {
+        let mut files: Vec<PathBuf> = fs::read_dir(corpus_dir())
+            .expect("fuzz/corpus/wire_frames exists")
+            .map(|e| e.expect("readable corpus entry").path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "the committed corpus is empty");
+        for path in &files {
+            let bytes = fs::read(path).expect("readable corpus file");
+            eprintln!("{}: {} bytes", path.display(), bytes.len());
+            wire_frames::run(&bytes);
+        }
+    }
+
+    fn frames(jsons: &[String]) -> Vec<u8> {
+        jsons.iter().flat_map(|j| frame(j.as_bytes())).collect()
+    }
+
+    fn cmd(request_id: u64, command: &str) -> String {
+        format!(r#"{{"request_id":{request_id},"command":{command}}}"#)
+    }
+
+    /// Hand-written streams, one per seed file.
+    fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let list = cmd(1, r#""ListActors""#);
+        let send = |id: &str, data: &str| format!(r#"{{"SendActorMessage":{{"id":"{id}","data":{data}}}}}"#);
+        let request =
+            |id: &str, rest: &str| format!(r#"{{"RequestActorMessage":{{"id":"{id}","data":"q"{rest}}}}}"#);
+        let open = |id: &str, initial: &str| format!(r#"{{"OpenChannel":{{"actor_id":"{id}"{initial}}}}}"#);
+        let on = |ch: u32, message: &str| {
+            format!(r#"{{"SendOnChannel":{{"channel_id":"{ch:032x}","message":{message}}}}}"#)
+        };
+        let close = |ch: u32| format!(r#"{{"CloseChannel":{{"channel_id":"{ch:032x}"}}}}"#);
+        let mut oversize = frames(std::slice::from_ref(&list));
+        oversize.extend_from_slice(&u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes());
+        oversize.extend_from_slice(b"{\"request_id\":9");
+        let mut truncated = frames(std::slice::from_ref(&list));
+        truncated.extend_from_slice(&frame(list.as_bytes())[..10]);
+        let mut header_only = frames(std::slice::from_ref(&list));
+        header_only.extend_from_slice(&frame(list.as_bytes())[..4]);
+        // A frame of exactly the largest length, so inputs start past one read
+        // and at the limit.
+        let empty = cmd(30, &send(ECHO, r#""""#));
+        let filler = "x".repeat(MAX_FRAME - empty.len());
+        let largest = cmd(30, &send(ECHO, &format!("\"{filler}\"")));
+        assert_eq!(largest.len(), MAX_FRAME);
+        vec![
+            ("seed-list", frames(std::slice::from_ref(&list))),
+            ("seed-largest-frame", frames(&[largest, list.clone()])),
+            (
+                "seed-send",
+                frames(&[
+                    cmd(2, &send(ECHO, r#""hello""#)),
+                    cmd(3, &send(REFUSER, "[0,255,128]")),
+                    cmd(4, &send(ABSENT, r#""""#)),
+                ]),
+            ),
+            (
+                "seed-request",
+                frames(&[
+                    cmd(5, &request(ECHO, "")),
+                    cmd(6, &request(ECHO, r#","timeout_ms":50"#)),
+                    cmd(7, &request(REFUSER, "")),
+                    cmd(8, &request(ABSENT, r#","timeout_ms":0"#)),
+                ]),
+            ),
+            (
+                "seed-channels",
+                frames(&[
+                    cmd(10, &open(ECHO, r#","initial_message":"hi""#)),
+                    cmd(11, &open(ECHO, "")),
+                    cmd(12, &on(0, r#""ping""#)),
+                    cmd(13, &on(1, "[1,2,3]")),
+                    cmd(14, &on(1, r#""close""#)),
+                    cmd(15, &on(1, r#""late""#)),
+                    cmd(16, &close(0)),
+                    cmd(17, &close(0)),
+                    cmd(18, &open(REFUSER, "")),
+                    cmd(19, &open(ABSENT, "")),
+                    cmd(20, &open(ECHO, r#","initial_message":[7]"#)),
+                ]),
+            ),
+            ("seed-malformed-json", frames(&["{\"request_id\": 21, \"command\": ".to_owned()])),
+            (
+                "seed-unknown-command",
+                frames(&[cmd(22, r#""Reboot""#), cmd(23, r#"{"Nope":{}}"#), cmd(24, "[1]")]),
+            ),
+            (
+                "seed-bad-id",
+                frames(&[
+                    cmd(25, &send("not-a-uuid", r#""x""#)),
+                    cmd(26, r#"{"CloseChannel":{"channel_id":"0123"}}"#),
+                    cmd(27, r#"{"SendActorMessage":{"data":[1,999]}}"#),
+                    r#"{"request_id":-1,"command":"ListActors"}"#.to_owned(),
+                    r#"{"request_id":28}"#.to_owned(),
+                ]),
+            ),
+            ("seed-oversize-length", oversize),
+            ("seed-truncated-frame", truncated),
+            ("seed-truncated-after-length", header_only),
+        ]
+    }
+
+    #[test]
+    fn wire_seeds_end_as_named() {
+        for (name, bytes) in seeds() {
+            let (frames, tail) = wire_frames::split(&bytes);
+            let want = if name.contains("oversize") {
+                Tail::Oversize(MAX_FRAME as u64 + 1)
+            } else if name.contains("truncated-after-length") {
+                Tail::Truncated(4)
+            } else if name.contains("truncated") {
+                Tail::Truncated(10)
+            } else {
+                Tail::Clean
+            };
+            assert_eq!(tail, want, "{name}");
+            assert!(!frames.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    #[ignore = "writes the seed corpus; run by hand"]
+    fn write_wire_seed_corpus() {
+        let dir = corpus_dir();
+        fs::create_dir_all(&dir).expect("corpus dir");
+        for (name, bytes) in seeds() {
+            fs::write(dir.join(name), bytes).expect("seed written");
+        }
     }
 }

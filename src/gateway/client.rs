@@ -23,7 +23,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use super::protocol::{
     decode_server_frame, encode, ActorInfo, ClientFrame, Command, ErrorKind, Event, Response, ServerFrame,
 };
-use super::server::{codec, DEFAULT_MAX_FRAME_LENGTH};
+use super::server::{frame_codec, DEFAULT_MAX_FRAME_LENGTH};
 use crate::ids::{ActorId, ChannelId};
 
 /// Why a client call failed.
@@ -157,9 +157,12 @@ impl Client {
         let (frames, frames_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
-        tokio::spawn(write_frames(FramedWrite::new(write_half, codec(config.max_frame_length)), frames_rx));
+        tokio::spawn(write_frames(
+            FramedWrite::new(write_half, frame_codec(config.max_frame_length)),
+            frames_rx,
+        ));
         tokio::spawn(read_frames(
-            FramedRead::new(read_half, codec(config.max_frame_length)),
+            FramedRead::new(read_half, frame_codec(config.max_frame_length)),
             Arc::clone(&waiters),
             events_tx,
         ));

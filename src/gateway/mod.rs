@@ -39,5 +39,5 @@ pub use protocol::{
     decode_client_frame, ActorInfo, ClientFrame, Command, ErrorKind, Event, FrameError, Response, ServerFrame,
 };
 #[cfg(feature = "server")]
-pub use server::{Server, ServerConfig, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH};
-pub use session::{NameLookup, Pending, Session, SessionConfig};
+pub use server::{frame_codec, Server, ServerConfig, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH};
+pub use session::{FrameReply, NameLookup, Pending, Session, SessionConfig};

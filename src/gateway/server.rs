@@ -36,8 +36,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::protocol::{decode_client_frame, encode, ErrorKind, Response, ServerFrame};
-use super::session::{Session, SessionConfig};
+use super::protocol::{encode, ErrorKind, Response, ServerFrame};
+use super::session::{FrameReply, Session, SessionConfig};
 use crate::router::Router;
 
 /// The default address: loopback only.
@@ -133,8 +133,22 @@ impl ServerConfig {
     }
 }
 
-/// The codec for both directions: 4-byte big-endian length, then the frame.
-pub(crate) fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
+/// The codec the server and client use in both directions: a 4-byte big-endian
+/// length, then the frame. Decoding a length above `max_frame_length` fails with
+/// [`io::ErrorKind::InvalidData`]; the decoder reserves at most the announced
+/// frame (so at most `max_frame_length` plus the 4-byte header is buffered).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use tokio_util::codec::Decoder;
+/// let mut codec = sharded_router::gateway::frame_codec(64);
+/// let mut buf = BytesMut::from(&b"\0\0\0\x02{}"[..]);
+/// assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"{}");
+/// let mut big = BytesMut::from(&b"\0\0\x01\0"[..]);
+/// assert_eq!(codec.decode(&mut big).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+/// ```
+#[must_use]
+pub fn frame_codec(max_frame_length: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .length_field_length(4)
         .big_endian()
@@ -258,10 +272,10 @@ async fn serve_connection(stream: TcpStream, router: &Router, config: &ServerCon
     };
     tracing::debug!(?peer, client = %session.id(), "gateway client connected");
     let (read_half, write_half) = stream.into_split();
-    let mut frames = FramedRead::new(read_half, codec(config.max_frame_length));
+    let mut frames = FramedRead::new(read_half, frame_codec(config.max_frame_length));
     let (out, out_rx) = mpsc::channel::<Bytes>(config.outbound_queue);
     let writer = tokio::spawn(write_frames(
-        FramedWrite::new(write_half, codec(config.max_frame_length)),
+        FramedWrite::new(write_half, frame_codec(config.max_frame_length)),
         out_rx,
         config.write_timeout,
     ));
@@ -286,21 +300,11 @@ async fn serve_connection(stream: TcpStream, router: &Router, config: &ServerCon
             },
             frame = frames.next(), if in_flight.len() < config.max_in_flight => match frame {
                 Some(Ok(bytes)) => {
-                    let reply = match decode_client_frame(&bytes) {
-                        Ok(frame) => {
-                            let mut pending = session.execute(frame.command);
-                            match pending.take_ready() {
-                                Some(response) => Some(ServerFrame::Response { request_id: Some(frame.request_id), response }),
-                                None => {
-                                    let request_id = frame.request_id;
-                                    in_flight.push(async move { (request_id, pending.await) });
-                                    None
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(?peer, error = %e, "gateway bad frame");
-                            Some(e.into_frame())
+                    let reply = match session.execute_frame(&bytes) {
+                        FrameReply::Ready(reply) => Some(reply),
+                        FrameReply::InFlight { request_id, pending } => {
+                            in_flight.push(async move { (request_id, pending.await) });
+                            None
                         }
                     };
                     if let Some(reply) = reply {

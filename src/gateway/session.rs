@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::protocol::{ActorInfo, Command, ErrorKind, Event, Response};
+use super::protocol::{decode_client_frame, ActorInfo, Command, ErrorKind, Event, Response, ServerFrame};
 use crate::error::RegisterError;
 use crate::ids::{ActorId, ExternalId};
 use crate::mailbox::Mailbox;
@@ -183,6 +183,42 @@ impl Session {
         }
     }
 
+    /// Decodes one client frame (the bytes inside the length prefix) and executes
+    /// its command: what a transport does with each frame it reads. A frame that
+    /// does not decode is answered at once with an `Error` response carrying the
+    /// frame's `request_id` when it could be read; a command is answered as by
+    /// [`execute`](Self::execute), under the frame's `request_id`. Never blocks.
+    ///
+    /// ```
+    /// use sharded_router::gateway::{FrameReply, Response, ServerFrame, Session, SessionConfig};
+    /// let router = sharded_router::Router::builder().shards(1).build().unwrap();
+    /// let session = Session::attach(&router, SessionConfig::default()).unwrap();
+    /// let FrameReply::Ready(ServerFrame::Response { request_id, response }) =
+    ///     session.execute_frame(br#"{"request_id": 3, "command": "ListActors"}"#)
+    /// else {
+    ///     panic!("a list is answered at once")
+    /// };
+    /// assert_eq!((request_id, response), (Some(3), Response::ActorList { actors: vec![] }));
+    /// ```
+    pub fn execute_frame(&self, bytes: &[u8]) -> FrameReply {
+        match decode_client_frame(bytes) {
+            Ok(frame) => {
+                let mut pending = self.execute(frame.command);
+                match pending.take_ready() {
+                    Some(response) => FrameReply::Ready(ServerFrame::Response {
+                        request_id: Some(frame.request_id),
+                        response,
+                    }),
+                    None => FrameReply::InFlight { request_id: frame.request_id, pending },
+                }
+            }
+            Err(e) => {
+                tracing::debug!(client = %self.id, error = %e, "gateway bad frame");
+                FrameReply::Ready(e.into_frame())
+            }
+        }
+    }
+
     /// The next event on this client's channels: a message or a close from the
     /// actor side. `None` once the endpoint is detached (the router shut down).
     /// Channel opens from actors are rejected: a gateway client only initiates.
@@ -243,6 +279,23 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session").field("id", &self.id).finish_non_exhaustive()
     }
+}
+
+/// What [`Session::execute_frame`] made of one frame.
+#[derive(Debug)]
+#[must_use = "a frame's answer should be sent to the client"]
+pub enum FrameReply {
+    /// The answer to send now: the command's response, or the error about a frame
+    /// that did not decode.
+    Ready(ServerFrame),
+    /// A request or channel open in flight; its answer is `pending`'s output, to
+    /// be sent under `request_id`.
+    InFlight {
+        /// The command's correlation id.
+        request_id: u64,
+        /// The answer, once it arrives.
+        pending: Pending,
+    },
 }
 
 /// The answer to one command: ready at once, or a future (requests and opens).
