@@ -4,7 +4,9 @@
 //! `--cfg loom`, where the crate's concurrency seam (`src/sync.rs`) swaps flume,
 //! dashmap, parking_lot and the clock for loom-visible stand-ins. Sizes are shrunk
 //! so that the state space stays small: one shard (one shard thread), mailboxes of
-//! capacity 1, one to three messages.
+//! capacity 1, one to three messages. The channel models (7-9) open their one
+//! channel in the model's setup, on one thread, before the racing threads start;
+//! loom allows five threads in all, and the shard is one of them.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
 //! (see `.ci/loom` at the repository root). Each model explores every
