@@ -4,7 +4,9 @@
 //! `--cfg loom`, where the crate's concurrency seam (`src/sync.rs`) swaps flume,
 //! dashmap, parking_lot and the clock for loom-visible stand-ins. Sizes are shrunk
 //! so that the state space stays small: one shard (one shard thread), mailboxes of
-//! capacity 1, one to three messages.
+//! capacity 1, one to three messages. The channel models (7-9) open their one
+//! channel in the model's setup, on one thread, before the racing threads start;
+//! loom allows five threads in all, and the shard is one of them.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
 //! (see `.ci/loom` at the repository root). Each model explores every
@@ -19,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use loom::thread;
 use sharded_router::{
-    loom_hooks, ActorId, ActorMessage, Mailbox, OverflowPolicy, RegisterError, RequestError, Router,
-    SendErrorKind, TryRecvError,
+    loom_hooks, ActorId, ActorMessage, ChannelError, ChannelId, Mailbox, OverflowPolicy, Participant,
+    RegisterError, RequestError, Router, SendErrorKind, TryRecvError,
 };
 use uuid::Uuid;
 
@@ -84,6 +86,45 @@ fn take_waiting(mailbox: &Mailbox) -> Vec<Vec<u8>> {
 
 fn dead_letters(router: &Router) -> u64 {
     router.metrics().shards.iter().map(|s| s.dead_letters).sum()
+}
+
+/// Channels in the router's channel table (open or opening).
+fn channel_count(router: &Router) -> usize {
+    router.metrics().channels.channels
+}
+
+/// One message of a channel, as a model compares it.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Message(ChannelId, Vec<u8>),
+    Close(ChannelId),
+}
+
+fn seen(msg: ActorMessage) -> Seen {
+    match msg {
+        ActorMessage::ChannelMessage { channel_id, data } => Seen::Message(channel_id, data),
+        ActorMessage::ChannelClose { channel_id } => Seen::Close(channel_id),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Opens a channel from `initiator` to `target` with the target accepting, on the
+/// calling thread only: the open is started, its `ChannelOpen` taken from the
+/// target's mailbox and accepted, then the initiator's future is driven.
+fn open_accepted(
+    router: &Router,
+    initiator: ActorId,
+    target: ActorId,
+    target_mailbox: &Mailbox,
+) -> ChannelId {
+    let pending = router.open_channel_async(initiator, target, b"hi".to_vec(), Duration::from_secs(60));
+    match target_mailbox.try_recv().expect("ChannelOpen waiting") {
+        ActorMessage::ChannelOpen { reply, .. } => reply.accept(None).expect("accept"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let channel = loom::future::block_on(pending).expect("opened").id;
+    assert_eq!(channel_count(router), 1);
+    channel
 }
 
 /// Model 1: registration racing a send. The send either fails with
@@ -391,6 +432,279 @@ fn request_vs_shutdown() {
                 assert_eq!(accepted, 0);
             }
         }
+    });
+}
+
+/// Model 7a: a channel open where the target's accept races the open's timeout
+/// (kept by the shard, driven by the mock clock). Exactly one outcome reaches the
+/// initiator, the accept succeeds exactly when that outcome is the acceptance, and
+/// the channel is in the table exactly then.
+#[test]
+fn channel_open_accept_vs_timeout() {
+    check("7a channel_open_accept_vs_timeout", Depth::Base, || {
+        let router = router(1);
+        let (a, b) = (id(1), id(2));
+        let (tx_a, mailbox_a) = router.mailbox();
+        let (tx_b, mailbox_b) = router.mailbox();
+        router.register(a, tx_a).unwrap();
+        router.register(b, tx_b).unwrap();
+
+        let pending = router.open_channel_async(a, b, b"hi".to_vec(), Duration::from_millis(10));
+        let (channel, reply) = match mailbox_b.try_recv().expect("ChannelOpen waiting") {
+            ActorMessage::ChannelOpen { channel_id, initiator, reply, .. } => {
+                assert_eq!(initiator, Participant::from(a));
+                (channel_id, reply)
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let target = thread::spawn(move || reply.accept(Some(b"yes".to_vec())).is_ok());
+        let clock = {
+            let router = router.clone();
+            thread::spawn(move || loom_hooks::advance_clock(&router, Duration::from_millis(20)))
+        };
+        let outcome = loom::future::block_on(pending);
+        let accepted = target.join().unwrap();
+        clock.join().unwrap();
+
+        match outcome {
+            Ok(opened) => {
+                assert_eq!(opened.id, channel);
+                assert_eq!(opened.response.as_deref(), Some(&b"yes"[..]));
+                assert!(accepted, "the acceptance that reached the initiator was refused");
+                assert_eq!(channel_count(&router), 1);
+                assert_eq!(router.metrics().channels.opened, 1);
+                // The channel works from both sides, then closes cleanly.
+                router.close_channel(channel, a).expect("close an accepted channel");
+                assert_eq!(seen(mailbox_b.try_recv().expect("close notice")), Seen::Close(channel));
+            }
+            Err(e) => {
+                assert_eq!(e, ChannelError::Timeout);
+                assert!(!accepted, "an accept after the timeout succeeded");
+                assert_eq!(channel_count(&router), 0, "a timed-out channel stayed in the table");
+                assert_eq!(router.metrics().channels.opened, 0);
+                assert_eq!(router.close_channel(channel, a), Err(ChannelError::ChannelNotFound));
+            }
+        }
+        assert_eq!(channel_count(&router), 0);
+        router.flush();
+        assert!(take_waiting(&mailbox_a).is_empty());
+        assert!(take_waiting(&mailbox_b).is_empty());
+        router.shutdown();
+    });
+}
+
+/// Model 7b: a channel open where the target's accept races both the open's
+/// timeout and the target's unregistration. Exactly one outcome reaches the
+/// initiator (accepted, timed out, or the target gone), the accept succeeds
+/// exactly when that outcome is the acceptance, and since the target leaves, the
+/// table ends empty: an accepted channel is closed by the departure and the
+/// initiator told once with `ChannelClose`; any other outcome leaves no trace.
+#[test]
+fn channel_open_accept_vs_timeout_vs_unregister() {
+    check("7b channel_open_accept_vs_timeout_vs_unregister", Depth::Base, || {
+        let router = router(1);
+        let (a, b) = (id(1), id(2));
+        let (tx_a, mailbox_a) = router.mailbox();
+        let (tx_b, mailbox_b) = router.mailbox();
+        router.register(a, tx_a).unwrap();
+        router.register(b, tx_b).unwrap();
+
+        let pending = router.open_channel_async(a, b, b"hi".to_vec(), Duration::from_millis(10));
+        let (channel, reply) = match mailbox_b.try_recv().expect("ChannelOpen waiting") {
+            ActorMessage::ChannelOpen { channel_id, reply, .. } => (channel_id, reply),
+            other => panic!("unexpected {other:?}"),
+        };
+        let target = thread::spawn(move || reply.accept(None).is_ok());
+        let leaving = {
+            let router = router.clone();
+            thread::spawn(move || router.unregister(b))
+        };
+        // The initiator's thread moves the clock itself (a thread fewer): the
+        // timeout is still decided by the shard, racing the other two.
+        loom_hooks::advance_clock(&router, Duration::from_millis(20));
+        let outcome = loom::future::block_on(pending);
+        let accepted = target.join().unwrap();
+        leaving.join().unwrap().expect("unregister");
+        router.flush();
+
+        let to_initiator: Vec<Seen> = std::iter::from_fn(|| mailbox_a.try_recv().ok()).map(seen).collect();
+        match outcome {
+            Ok(opened) => {
+                assert_eq!(opened.id, channel);
+                assert!(accepted, "the acceptance that reached the initiator was refused");
+                assert_eq!(router.metrics().channels.opened, 1);
+                assert_eq!(to_initiator, [Seen::Close(channel)], "the departure closes the channel once");
+            }
+            Err(e) => {
+                let gone = ChannelError::ParticipantNotFound(b.into());
+                assert!(e == ChannelError::Timeout || e == gone, "{e:?}");
+                assert!(!accepted, "an accept after another outcome succeeded");
+                assert_eq!(router.metrics().channels.opened, 0);
+                assert!(to_initiator.is_empty(), "{to_initiator:?}");
+            }
+        }
+        assert_eq!(channel_count(&router), 0, "the channel outlived its target");
+        assert_eq!(router.close_channel(channel, a), Err(ChannelError::ChannelNotFound));
+        assert_eq!(mailbox_b.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        assert_eq!(dead_letters(&router), 0);
+        router.shutdown();
+    });
+}
+
+/// Model 8: channel messages racing a close from the other side. `b` sends a
+/// message and closes; `a` sends two messages meanwhile and (on this thread)
+/// receives. `a` sees `b`'s message, then the close (parked behind it when `a`'s
+/// mailbox is still full), then nothing on the channel. Each of `a`'s messages is
+/// delivered to `b` (in order) or refused with `ChannelNotFound`, and once one is
+/// refused so are the later ones.
+#[test]
+fn channel_message_vs_close() {
+    check("8 channel_message_vs_close", Depth::Base, || {
+        let router = router(2);
+        let (a, b) = (id(1), id(2));
+        let (tx_a, mailbox_a) = router.mailbox();
+        let (tx_b, mailbox_b) = router.mailbox();
+        router.register(a, tx_a).unwrap();
+        router.register(b, tx_b).unwrap();
+        let channel = open_accepted(&router, a, b, &mailbox_b);
+
+        let closer = {
+            let router = router.clone();
+            thread::spawn(move || {
+                router.channel_send(channel, b, b"b1".to_vec()).expect("b1");
+                router.close_channel(channel, b).expect("close");
+            })
+        };
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || {
+                ["a1", "a2"].map(|m| match router.channel_send(channel, a, m.as_bytes().to_vec()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        assert_eq!(e.kind(), SendErrorKind::ChannelNotFound, "{e:?}");
+                        false
+                    }
+                })
+            })
+        };
+        // `a` receives while the others run: b's messages, then the close.
+        let mut to_a = Vec::new();
+        for _ in 0..2 {
+            to_a.push(seen(mailbox_a.recv().expect("message for a")));
+        }
+        closer.join().unwrap();
+        let sent_by_a = sender.join().unwrap();
+        router.flush();
+
+        assert_eq!(to_a, [Seen::Message(channel, b"b1".to_vec()), Seen::Close(channel)]);
+        assert_eq!(mailbox_a.try_recv().unwrap_err(), TryRecvError::Empty, "a message after the close");
+        assert!(sent_by_a[0] || !sent_by_a[1], "a2 accepted after a1 was refused: {sent_by_a:?}");
+
+        let mut to_b = Vec::new();
+        for _ in 0..sent_by_a.iter().filter(|&&ok| ok).count() {
+            to_b.push(seen(mailbox_b.recv().expect("accepted message for b")));
+        }
+        let expected: Vec<Seen> = ["a1", "a2"]
+            .iter()
+            .zip(sent_by_a)
+            .filter(|(_, ok)| *ok)
+            .map(|(m, _)| Seen::Message(channel, m.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(to_b, expected);
+        router.flush();
+        assert_eq!(mailbox_b.try_recv().unwrap_err(), TryRecvError::Empty);
+
+        // After the close the channel is gone for both sides.
+        assert_eq!(channel_count(&router), 0);
+        let late = router.channel_send(channel, a, b"late".to_vec()).unwrap_err();
+        assert_eq!(late.kind(), SendErrorKind::ChannelNotFound);
+        assert_eq!(router.close_channel(channel, a), Err(ChannelError::ChannelNotFound));
+        assert_eq!(dead_letters(&router), 0);
+        router.shutdown();
+    });
+}
+
+/// Model 9: both participants close the channel at once. Exactly one close wins,
+/// the other gets `ChannelNotFound`; the winner's peer receives exactly one
+/// `ChannelClose`, the winner none; the table ends empty.
+#[test]
+fn channel_close_vs_close() {
+    check("9 channel_close_vs_close", Depth::Deeper, || {
+        let router = router(1);
+        let (a, b) = (id(1), id(2));
+        let (tx_a, mailbox_a) = router.mailbox();
+        let (tx_b, mailbox_b) = router.mailbox();
+        router.register(a, tx_a).unwrap();
+        router.register(b, tx_b).unwrap();
+        let channel = open_accepted(&router, a, b, &mailbox_b);
+
+        let other = {
+            let router = router.clone();
+            thread::spawn(move || router.close_channel(channel, b))
+        };
+        let by_a = router.close_channel(channel, a);
+        let by_b = other.join().unwrap();
+        router.flush();
+
+        let to_a: Vec<Seen> = std::iter::from_fn(|| mailbox_a.try_recv().ok()).map(seen).collect();
+        let to_b: Vec<Seen> = std::iter::from_fn(|| mailbox_b.try_recv().ok()).map(seen).collect();
+        match (by_a, by_b) {
+            (Ok(()), Err(ChannelError::ChannelNotFound)) => {
+                assert_eq!(to_b, [Seen::Close(channel)]);
+                assert!(to_a.is_empty(), "{to_a:?}");
+            }
+            (Err(ChannelError::ChannelNotFound), Ok(())) => {
+                assert_eq!(to_a, [Seen::Close(channel)]);
+                assert!(to_b.is_empty(), "{to_b:?}");
+            }
+            other => panic!("not exactly one winner: {other:?}"),
+        }
+        assert_eq!(channel_count(&router), 0);
+        assert_eq!(dead_letters(&router), 0);
+        router.shutdown();
+    });
+}
+
+/// Model 9b: one participant closes the channel while the other unregisters
+/// (its departure closes its channels). Exactly one of them removes the channel:
+/// when the close wins the leaver may still be told (before its mailbox
+/// disconnects), and when the departure wins the close gets `ChannelNotFound` and
+/// the closer is told exactly once. Nobody is told twice; the table ends empty.
+#[test]
+fn channel_close_vs_unregister() {
+    check("9b channel_close_vs_unregister", Depth::Deeper, || {
+        let router = router(1);
+        let (a, b) = (id(1), id(2));
+        let (tx_a, mailbox_a) = router.mailbox();
+        let (tx_b, mailbox_b) = router.mailbox();
+        router.register(a, tx_a).unwrap();
+        router.register(b, tx_b).unwrap();
+        let channel = open_accepted(&router, a, b, &mailbox_b);
+
+        let leaving = {
+            let router = router.clone();
+            thread::spawn(move || router.unregister(b))
+        };
+        let by_a = router.close_channel(channel, a);
+        leaving.join().unwrap().expect("unregister");
+        router.flush();
+
+        let to_a: Vec<Seen> = std::iter::from_fn(|| mailbox_a.try_recv().ok()).map(seen).collect();
+        let to_b: Vec<Seen> = std::iter::from_fn(|| mailbox_b.try_recv().ok()).map(seen).collect();
+        match by_a {
+            Ok(()) => {
+                assert!(to_a.is_empty(), "the closer was told of its own close: {to_a:?}");
+                assert!(to_b.is_empty() || to_b == [Seen::Close(channel)], "{to_b:?}");
+            }
+            Err(e) => {
+                assert_eq!(e, ChannelError::ChannelNotFound);
+                assert_eq!(to_a, [Seen::Close(channel)], "the departure closes the channel once");
+                assert!(to_b.is_empty(), "{to_b:?}");
+            }
+        }
+        assert_eq!(mailbox_b.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        assert_eq!(channel_count(&router), 0);
+        router.shutdown();
     });
 }
 
