@@ -481,3 +481,71 @@ fn shutdown_resolves_requests_queued_in_a_dropped_mailbox() {
     router.shutdown();
     assert_eq!(futures_executor::block_on(pending), Err(RequestError::Shutdown));
 }
+
+#[test]
+fn parked_messages_never_reach_a_later_registration_under_the_same_id() {
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&letters);
+    let router = Router::builder()
+        .shards(1)
+        .mailbox_capacity(1)
+        .on_dead_letter(move |l| sink.lock().unwrap().push(l.data))
+        .build()
+        .unwrap();
+    let id = ActorId::new();
+    let (tx, first) = router.mailbox();
+    router.register(id, tx).unwrap();
+    for i in 0..3u8 {
+        router.send(id, vec![i]).unwrap();
+    }
+    router.unregister(id).unwrap();
+    let (tx, second) = router.mailbox();
+    router.register(id, tx).unwrap();
+    router.send(id, vec![9]).unwrap();
+    router.flush();
+    // The new registration sees only what was sent to it.
+    assert_eq!(second.try_recv().unwrap().data(), [9]);
+    assert_eq!(second.try_recv().unwrap_err(), TryRecvError::Empty);
+    // The old one keeps what it had before unregistering; the parked rest are dead letters.
+    assert_eq!(first.recv().unwrap().data(), [0]);
+    assert!(first.recv().is_err());
+    assert_eq!(*letters.lock().unwrap(), vec![vec![1], vec![2]]);
+}
+
+#[test]
+fn a_dead_letter_sink_may_drop_the_last_router_handle_on_a_shard_thread() {
+    let holder: Arc<Mutex<Option<Router>>> = Arc::new(Mutex::new(None));
+    let in_sink = Arc::clone(&holder);
+    let router = Router::builder()
+        .shards(1)
+        .mailbox_capacity(1)
+        .thread_name("srt-sink")
+        .on_dead_letter(move |_| {
+            // Runs on the shard thread; dropping the last handle shuts down there.
+            drop(in_sink.lock().unwrap().take());
+        })
+        .build()
+        .unwrap();
+    let (tx, rx) = router.mailbox();
+    let id = ActorId::new();
+    router.register(id, tx).unwrap();
+    router.send(id, vec![0]).unwrap();
+    router.send(id, vec![1]).unwrap(); // parked: the mailbox holds one
+    {
+        // The sink waits for this lock, so the handle it drops is the last one.
+        let mut held = holder.lock().unwrap();
+        *held = Some(router.clone());
+        drop(router);
+        held.as_ref().unwrap().unregister(id).unwrap();
+    }
+    assert_eq!(rx.recv_timeout(LONG).unwrap().data(), [0]);
+    assert_eq!(rx.recv_timeout(LONG).unwrap_err(), TryRecvError::Disconnected);
+    if cfg!(target_os = "linux") {
+        let start = std::time::Instant::now();
+        while live_threads_named("srt-sink") > 0 && start.elapsed() < LONG {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(live_threads_named("srt-sink"), 0, "the shard thread ends on its own");
+    }
+    assert!(holder.lock().unwrap().is_none());
+}
