@@ -73,6 +73,27 @@ fn check(name: &str, depth: Depth, f: impl Fn() + Sync + Send + 'static) {
     );
 }
 
+/// Registers `actor` on `router` and returns its mailbox.
+fn registered(router: &Router, actor: ActorId) -> Mailbox {
+    let (tx, mailbox) = router.mailbox();
+    router.register(actor, tx).unwrap();
+    mailbox
+}
+
+/// An actor thread that answers every request with its payload until its mailbox
+/// disconnects; returns how many answers were accepted.
+fn serve_requests(mailbox: Mailbox) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut accepted = 0;
+        while let Ok(msg) = mailbox.recv() {
+            if let ActorMessage::Request { data, reply } = msg {
+                accepted += usize::from(reply.reply(data).is_ok());
+            }
+        }
+        accepted
+    })
+}
+
 /// Takes every message waiting in `mailbox` without blocking.
 fn take_waiting(mailbox: &Mailbox) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
@@ -164,9 +185,7 @@ fn register_vs_send() {
 fn unregister_vs_send() {
     check("2 unregister_vs_send", Depth::Deeper, || {
         let router = router(1);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
         router.send(target, b"first".to_vec()).unwrap();
 
         let unregistering = {
@@ -207,9 +226,7 @@ fn unregister_vs_send() {
 fn overflow_fifo() {
     check("3 overflow_fifo", Depth::Base, || {
         let router = router(4);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
         router.send(target, b"x".to_vec()).unwrap();
 
         let a = {
@@ -252,9 +269,7 @@ fn overflow_fifo() {
 fn overflow_drain_vs_consumer() {
     check("4 overflow_drain_vs_consumer", Depth::Deeper, || {
         let router = router(2);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
         router.send(target, b"0".to_vec()).unwrap();
 
         let actor = thread::spawn(move || {
@@ -285,9 +300,7 @@ fn overflow_drain_vs_consumer() {
 fn request_reply_vs_timeout() {
     check("5 request_reply_vs_timeout", Depth::Base, || {
         let router = router(1);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
 
         let actor = thread::spawn(move || match mailbox.recv().expect("request") {
             ActorMessage::Request { data, reply } => reply.reply(data).is_ok(),
@@ -321,9 +334,7 @@ fn request_reply_vs_timeout() {
 fn request_async_reply_vs_timeout() {
     check("5b request_async_reply_vs_timeout", Depth::Base, || {
         let router = router(1);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
 
         let actor = thread::spawn(move || match mailbox.recv().expect("request") {
             ActorMessage::Request { data, reply } => reply.reply(data).is_ok(),
@@ -358,19 +369,9 @@ fn request_async_reply_vs_timeout() {
 fn request_vs_unregister() {
     check("6a request_vs_unregister", Depth::Base, || {
         let router = router(1);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
 
-        let actor = thread::spawn(move || {
-            let mut accepted = 0;
-            while let Ok(msg) = mailbox.recv() {
-                if let ActorMessage::Request { data, reply } = msg {
-                    accepted += usize::from(reply.reply(data).is_ok());
-                }
-            }
-            accepted
-        });
+        let actor = serve_requests(mailbox);
         let unregistering = {
             let router = router.clone();
             thread::spawn(move || router.unregister(target))
@@ -399,19 +400,9 @@ fn request_vs_unregister() {
 fn request_vs_shutdown() {
     check("6b request_vs_shutdown", Depth::Base, || {
         let router = router(1);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
 
-        let actor = thread::spawn(move || {
-            let mut accepted = 0;
-            while let Ok(msg) = mailbox.recv() {
-                if let ActorMessage::Request { data, reply } = msg {
-                    accepted += usize::from(reply.reply(data).is_ok());
-                }
-            }
-            accepted
-        });
+        let actor = serve_requests(mailbox);
         let requester = {
             let router = router.clone();
             thread::spawn(move || router.request(target, b"q".to_vec(), Duration::from_secs(1)))
@@ -758,9 +749,7 @@ fn shutdown_vs_register_and_send() {
 fn shutdown_vs_overflow_sends() {
     check("10b shutdown_vs_overflow_sends", Depth::Deeper, || {
         let router = router(2);
-        let (tx, mailbox) = router.mailbox();
-        let target = id(1);
-        router.register(target, tx).unwrap();
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
         router.send(target, b"0".to_vec()).unwrap();
 
         let sender = {
