@@ -20,21 +20,31 @@ use std::path::PathBuf;
 
 use router_ops::{Answer, Op};
 
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/router_ops")
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
 }
 
-#[test]
-fn router_ops_corpus_replays() {
-    let mut files: Vec<PathBuf> = fs::read_dir(corpus_dir())
-        .expect("fuzz/corpus/router_ops exists")
+/// The committed corpus files of `target`, sorted, with their bytes.
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<PathBuf> = fs::read_dir(corpus_dir(target))
+        .expect("the target's corpus directory exists")
         .map(|e| e.expect("readable corpus entry").path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "the committed corpus is empty");
-    for path in &files {
-        let bytes = fs::read(path).expect("readable corpus file");
+    assert!(!files.is_empty(), "the committed corpus of {target} is empty");
+    files
+        .into_iter()
+        .map(|path| {
+            let bytes = fs::read(&path).expect("readable corpus file");
+            (path, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn router_ops_corpus_replays() {
+    for (path, bytes) in corpus("router_ops") {
         let ops = router_ops::decode(&bytes).expect("decodes");
         eprintln!("{}: {} ops", path.display(), ops.len());
         router_ops::run(&ops);
@@ -215,7 +225,7 @@ fn seeds_round_trip_through_the_encoding() {
 #[test]
 #[ignore = "writes the seed corpus; run by hand"]
 fn write_seed_corpus() {
-    let dir = corpus_dir();
+    let dir = corpus_dir("router_ops");
     fs::create_dir_all(&dir).expect("corpus dir");
     for (name, ops) in seeds() {
         fs::write(dir.join(name), router_ops::encode(&ops)).expect("seed written");
@@ -225,25 +235,12 @@ fn write_seed_corpus() {
 #[cfg(feature = "server")]
 mod wire {
     use std::fs;
-    use std::path::PathBuf;
 
     use super::wire_frames::{self, frame, Tail, ABSENT, ECHO, MAX_FRAME, REFUSER};
 
-    fn corpus_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire_frames")
-    }
-
     #[test]
     fn wire_frames_corpus_replays() {
-        let mut files: Vec<PathBuf> = fs::read_dir(corpus_dir())
-            .expect("fuzz/corpus/wire_frames exists")
-            .map(|e| e.expect("readable corpus entry").path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "the committed corpus is empty");
-        for path in &files {
-            let bytes = fs::read(path).expect("readable corpus file");
+        for (path, bytes) in super::corpus("wire_frames") {
             eprintln!("{}: {} bytes", path.display(), bytes.len());
             wire_frames::run(&bytes);
         }
@@ -359,7 +356,7 @@ mod wire {
     #[test]
     #[ignore = "writes the seed corpus; run by hand"]
     fn write_wire_seed_corpus() {
-        let dir = corpus_dir();
+        let dir = super::corpus_dir("wire_frames");
         fs::create_dir_all(&dir).expect("corpus dir");
         for (name, bytes) in seeds() {
             fs::write(dir.join(name), bytes).expect("seed written");
