@@ -6,7 +6,7 @@
 //! that room has appeared. The shard therefore never polls and never blocks on one
 //! mailbox.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -36,10 +36,13 @@ pub(crate) struct MailboxState {
 
 #[derive(Default)]
 struct ChannelSet {
-    /// Allocated with the first channel: most actors never hold one, and a boxed
-    /// set costs an actor 8 bytes instead of the 64 of an inline one.
+    /// Each channel with the order in which it was linked. Allocated with the
+    /// first channel: most actors never hold one, and a boxed map costs an actor 8
+    /// bytes instead of the 64 of an inline one.
     #[allow(clippy::box_collection)]
-    ids: Option<Box<HashSet<ChannelId, ahash::RandomState>>>,
+    ids: Option<Box<HashMap<ChannelId, u64, ahash::RandomState>>>,
+    /// The next link's order number.
+    next: u64,
     /// Set when the participant leaves; no channel can be linked after that.
     closed: bool,
 }
@@ -52,8 +55,13 @@ impl MailboxState {
     /// Records that this participant takes part in `channel`; `false` once it left.
     pub(crate) fn link_channel(&self, channel: ChannelId) -> bool {
         let mut set = self.channels.lock();
-        !set.closed
-            && set.ids.get_or_insert_with(|| Box::new(HashSet::with_hasher(random_state()))).insert(channel)
+        if set.closed {
+            return false;
+        }
+        let order = set.next;
+        set.next += 1;
+        let ids = set.ids.get_or_insert_with(|| Box::new(HashMap::with_hasher(random_state())));
+        ids.insert(channel, order).is_none()
     }
 
     pub(crate) fn unlink_channel(&self, channel: ChannelId) {
@@ -62,11 +70,18 @@ impl MailboxState {
         }
     }
 
-    /// Marks the participant as gone and returns its channels.
+    /// Marks the participant as gone and returns its channels in the order they
+    /// were linked (opened), so peers are told in a deterministic order.
     pub(crate) fn take_channels(&self) -> Vec<ChannelId> {
         let mut set = self.channels.lock();
         set.closed = true;
-        set.ids.take().map(|ids| ids.into_iter().collect()).unwrap_or_default()
+        let mut linked: Vec<(u64, ChannelId)> = set
+            .ids
+            .take()
+            .map(|ids| ids.into_iter().map(|(id, order)| (order, id)).collect())
+            .unwrap_or_default();
+        linked.sort_unstable_by_key(|&(order, _)| order);
+        linked.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Drops the link to the shard once the entry has left the table. A command
