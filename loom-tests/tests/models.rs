@@ -435,10 +435,7 @@ fn channel_open_accept_vs_timeout() {
     check("7a channel_open_accept_vs_timeout", Depth::Base, || {
         let router = router(1);
         let (a, b) = (id(1), id(2));
-        let (tx_a, mailbox_a) = router.mailbox();
-        let (tx_b, mailbox_b) = router.mailbox();
-        router.register(a, tx_a).unwrap();
-        router.register(b, tx_b).unwrap();
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
 
         let pending = router.open_channel_async(a, b, b"hi".to_vec(), Duration::from_millis(10));
         let (channel, reply) = match mailbox_b.try_recv().expect("ChannelOpen waiting") {
@@ -495,10 +492,7 @@ fn channel_open_accept_vs_timeout_vs_unregister() {
     check("7b channel_open_accept_vs_timeout_vs_unregister", Depth::Base, || {
         let router = router(1);
         let (a, b) = (id(1), id(2));
-        let (tx_a, mailbox_a) = router.mailbox();
-        let (tx_b, mailbox_b) = router.mailbox();
-        router.register(a, tx_a).unwrap();
-        router.register(b, tx_b).unwrap();
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
 
         let pending = router.open_channel_async(a, b, b"hi".to_vec(), Duration::from_millis(10));
         let (channel, reply) = match mailbox_b.try_recv().expect("ChannelOpen waiting") {
@@ -553,10 +547,7 @@ fn channel_message_vs_close() {
     check("8 channel_message_vs_close", Depth::Base, || {
         let router = router(2);
         let (a, b) = (id(1), id(2));
-        let (tx_a, mailbox_a) = router.mailbox();
-        let (tx_b, mailbox_b) = router.mailbox();
-        router.register(a, tx_a).unwrap();
-        router.register(b, tx_b).unwrap();
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
         let channel = open_accepted(&router, a, b, &mailbox_b);
 
         let closer = {
@@ -623,10 +614,7 @@ fn channel_close_vs_close() {
     check("9 channel_close_vs_close", Depth::Deeper, || {
         let router = router(1);
         let (a, b) = (id(1), id(2));
-        let (tx_a, mailbox_a) = router.mailbox();
-        let (tx_b, mailbox_b) = router.mailbox();
-        router.register(a, tx_a).unwrap();
-        router.register(b, tx_b).unwrap();
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
         let channel = open_accepted(&router, a, b, &mailbox_b);
 
         let other = {
@@ -666,10 +654,7 @@ fn channel_close_vs_unregister() {
     check("9b channel_close_vs_unregister", Depth::Deeper, || {
         let router = router(1);
         let (a, b) = (id(1), id(2));
-        let (tx_a, mailbox_a) = router.mailbox();
-        let (tx_b, mailbox_b) = router.mailbox();
-        router.register(a, tx_a).unwrap();
-        router.register(b, tx_b).unwrap();
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
         let channel = open_accepted(&router, a, b, &mailbox_b);
 
         let leaving = {
