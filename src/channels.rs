@@ -11,7 +11,7 @@
 //! once a close has removed the entry no further message on it is delivered.
 //! Lock order: channel entry, then actor table — never the other way round.
 
-use crate::error::{ChannelError, RequestError, SendErrorKind};
+use crate::error::{ChannelError, RequestError, RequestFailed, SendErrorKind};
 use crate::ids::{ChannelId, Participant};
 use crate::mailbox::MailboxState;
 use crate::message::{OpenDecision, ReplySlot};
@@ -159,7 +159,7 @@ impl ChannelTable {
     pub(crate) fn clear(&self) {
         for entry in self.map.drain() {
             if let Phase::Opening(open) = entry.phase {
-                let _ = open.slot.complete(Err(RequestError::Shutdown));
+                let _ = open.slot.complete(Err(RequestError::Shutdown.into()));
             }
         }
     }
@@ -199,7 +199,7 @@ impl OpenSlot {
     /// Settles the open with `outcome` if it is still opening: the table entry moves
     /// to open (accept) or is removed (anything else), then the initiator's wait
     /// completes. Only the first caller succeeds; the others get `false`.
-    pub(crate) fn decide(this: &Arc<Self>, outcome: Result<OpenDecision, RequestError>) -> bool {
+    pub(crate) fn decide(this: &Arc<Self>, outcome: Result<OpenDecision, RequestFailed>) -> bool {
         let won = match &outcome {
             Ok(OpenDecision::Accepted(_)) => this
                 .table

@@ -240,7 +240,8 @@ impl MessageRouter {
                 let outcome = self
                     .router
                     .open_channel_async(initiator_id, target_id, initial_message, self.open_timeout)
-                    .await;
+                    .await
+                    .map_err(ChannelError::from);
                 let kind = outcome.as_ref().map(|_| ()).map_err(|e| RouteError::Channel(*e));
                 response_tx.send(outcome);
                 kind

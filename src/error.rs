@@ -22,6 +22,17 @@ pub enum SendErrorKind {
     ChannelNotOpen,
     /// The sender is not one of the channel's two participants.
     NotParticipant,
+    /// The target's shard holds as many messages as
+    /// [`max_parked_per_shard`](crate::RouterBuilder::max_parked_per_shard) allows.
+    ShardFull,
+    /// The target's shard failed (see [`Router::is_degraded`](crate::Router::is_degraded)).
+    ShardFailed,
+    /// Channel opens, messages and closes travel only through the channel API
+    /// ([`Router::open_channel`](crate::Router::open_channel),
+    /// [`channel_send`](crate::Router::channel_send),
+    /// [`close_channel`](crate::Router::close_channel)), never through
+    /// [`Router::deliver`](crate::Router::deliver).
+    ChannelOnly,
 }
 
 impl SendErrorKind {
@@ -34,6 +45,9 @@ impl SendErrorKind {
             Self::ChannelNotFound => "no open channel has this id",
             Self::ChannelNotOpen => "the channel has not been accepted yet",
             Self::NotParticipant => "the sender is not a participant of the channel",
+            Self::ShardFull => "the target's shard holds as many parked messages as it may",
+            Self::ShardFailed => "the target's shard failed",
+            Self::ChannelOnly => "channel messages travel only through the channel API",
         }
     }
 }
@@ -123,6 +137,11 @@ pub enum RequestError {
     NoReply,
     /// The router shut down before a reply arrived.
     Shutdown,
+    /// The target's shard holds as many parked messages as it may.
+    ShardFull,
+    /// The target's shard failed before a reply arrived (see
+    /// [`Router::is_degraded`](crate::Router::is_degraded)).
+    ShardFailed,
 }
 
 impl From<SendErrorKind> for RequestError {
@@ -131,10 +150,13 @@ impl From<SendErrorKind> for RequestError {
             SendErrorKind::MailboxFull => Self::MailboxFull,
             SendErrorKind::MailboxClosed => Self::MailboxClosed,
             SendErrorKind::Shutdown => Self::Shutdown,
+            SendErrorKind::ShardFull => Self::ShardFull,
+            SendErrorKind::ShardFailed => Self::ShardFailed,
             SendErrorKind::ActorNotFound
             | SendErrorKind::ChannelNotFound
             | SendErrorKind::ChannelNotOpen
-            | SendErrorKind::NotParticipant => Self::ActorNotFound,
+            | SendErrorKind::NotParticipant
+            | SendErrorKind::ChannelOnly => Self::ActorNotFound,
         }
     }
 }
@@ -148,11 +170,102 @@ impl fmt::Display for RequestError {
             Self::Timeout => "request timed out",
             Self::NoReply => "the actor dropped the request without replying",
             Self::Shutdown => "request failed: the router has shut down",
+            Self::ShardFull => "request failed: the target's shard holds as many parked messages as it may",
+            Self::ShardFailed => "request failed: the target's shard failed",
         })
     }
 }
 
 impl std::error::Error for RequestError {}
+
+/// A request that ended without a reply: the [`RequestError`], and the payload when
+/// it never reached the actor.
+///
+/// The payload comes back when the request was refused at the send (`ActorNotFound`,
+/// `MailboxFull`, `ShardFull`, `MailboxClosed`, `Shutdown`, `ShardFailed`) or was
+/// parked at the target's shard and discarded there (the actor unregistered, the
+/// router shut down, the shard failed). Once the actor has taken the request, the
+/// payload is its own and [`payload`](Self::payload) is `None`.
+///
+/// Compares equal to a bare [`RequestError`] of the same kind; `Debug` does not
+/// print the payload.
+///
+/// ```
+/// use std::time::Duration;
+/// use sharded_router::{ActorId, RequestError, Router};
+/// let router = Router::builder().shards(1).build().unwrap();
+/// let failed = router.request(ActorId::new(), b"ping".to_vec(), Duration::from_secs(1)).unwrap_err();
+/// assert_eq!(failed, RequestError::ActorNotFound);
+/// assert_eq!(failed.into_payload().as_deref(), Some(&b"ping"[..]));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestFailed {
+    error: RequestError,
+    payload: Option<Vec<u8>>,
+}
+
+impl RequestFailed {
+    pub(crate) fn new(error: RequestError, payload: Option<Vec<u8>>) -> Self {
+        Self { error, payload }
+    }
+
+    /// Why the request failed.
+    #[must_use]
+    pub fn error(&self) -> RequestError {
+        self.error
+    }
+
+    /// The request's payload, if it never reached the actor.
+    #[must_use]
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    /// Takes the request's payload, if it never reached the actor.
+    #[must_use]
+    pub fn into_payload(self) -> Option<Vec<u8>> {
+        self.payload
+    }
+}
+
+impl From<RequestError> for RequestFailed {
+    fn from(error: RequestError) -> Self {
+        Self { error, payload: None }
+    }
+}
+
+impl From<RequestFailed> for RequestError {
+    fn from(failed: RequestFailed) -> Self {
+        failed.error
+    }
+}
+
+impl PartialEq<RequestError> for RequestFailed {
+    fn eq(&self, other: &RequestError) -> bool {
+        self.error == *other
+    }
+}
+
+impl fmt::Debug for RequestFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestFailed")
+            .field("error", &self.error)
+            .field("payload_len", &self.payload.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+impl fmt::Display for RequestFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for RequestFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 /// Why a registration failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,11 +278,18 @@ pub enum RegisterError {
     ExternalIdInUse(ExternalId),
     /// The router has shut down.
     Shutdown,
+    /// Every receiving half of the mailbox was already dropped.
+    MailboxClosed,
+    /// The shard this id hashes to failed (see
+    /// [`Router::is_degraded`](crate::Router::is_degraded)).
+    ShardFailed,
 }
 
 impl fmt::Display for RegisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::MailboxClosed => f.write_str("register failed: the mailbox's receiving half was dropped"),
+            Self::ShardFailed => f.write_str("register failed: the id's shard failed"),
             Self::AlreadyRegistered(id) => write!(f, "actor {id} is already registered"),
             Self::ExternalIdInUse(id) => write!(f, "external id {id} is already attached"),
             Self::Shutdown => f.write_str("register failed: the router has shut down"),
@@ -227,11 +347,17 @@ pub enum ChannelError {
     MailboxClosed,
     /// The router has shut down.
     Shutdown,
+    /// The target's shard holds as many parked messages as it may.
+    ShardFull,
+    /// The target's shard failed.
+    ShardFailed,
 }
 
 impl fmt::Display for ChannelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::ShardFull => f.write_str("the target's shard holds as many parked messages as it may"),
+            Self::ShardFailed => f.write_str("the target's shard failed"),
             Self::ParticipantNotFound(p) => write!(f, "{p} is not registered"),
             Self::Rejected => f.write_str("the target rejected the channel"),
             Self::Timeout => f.write_str("the target did not answer the channel open in time"),
@@ -258,7 +384,83 @@ impl ChannelError {
             RequestError::MailboxClosed => Self::MailboxClosed,
             RequestError::Shutdown => Self::Shutdown,
             RequestError::ActorNotFound => Self::ParticipantNotFound(target),
+            RequestError::ShardFull => Self::ShardFull,
+            RequestError::ShardFailed => Self::ShardFailed,
         }
+    }
+}
+
+/// A channel open that did not succeed: the [`ChannelError`], and the initial
+/// message when it never reached the target (as for [`RequestFailed`]).
+///
+/// Compares equal to a bare [`ChannelError`] of the same kind; `Debug` does not
+/// print the message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenFailed {
+    error: ChannelError,
+    initial_msg: Option<Vec<u8>>,
+}
+
+impl OpenFailed {
+    pub(crate) fn new(error: ChannelError, initial_msg: Option<Vec<u8>>) -> Self {
+        Self { error, initial_msg }
+    }
+
+    /// Why the open failed.
+    #[must_use]
+    pub fn error(&self) -> ChannelError {
+        self.error
+    }
+
+    /// The initial message, if it never reached the target.
+    #[must_use]
+    pub fn initial_msg(&self) -> Option<&[u8]> {
+        self.initial_msg.as_deref()
+    }
+
+    /// Takes the initial message, if it never reached the target.
+    #[must_use]
+    pub fn into_initial_msg(self) -> Option<Vec<u8>> {
+        self.initial_msg
+    }
+}
+
+impl From<ChannelError> for OpenFailed {
+    fn from(error: ChannelError) -> Self {
+        Self { error, initial_msg: None }
+    }
+}
+
+impl From<OpenFailed> for ChannelError {
+    fn from(failed: OpenFailed) -> Self {
+        failed.error
+    }
+}
+
+impl PartialEq<ChannelError> for OpenFailed {
+    fn eq(&self, other: &ChannelError) -> bool {
+        self.error == *other
+    }
+}
+
+impl fmt::Debug for OpenFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenFailed")
+            .field("error", &self.error)
+            .field("initial_msg_len", &self.initial_msg.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+impl fmt::Display for OpenFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for OpenFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

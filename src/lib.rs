@@ -61,6 +61,7 @@
 mod channels;
 pub mod compat;
 mod error;
+mod fence;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;
 mod ids;
@@ -71,10 +72,12 @@ mod router;
 mod shard;
 mod sync;
 mod table;
+#[cfg(test)]
+mod tests;
 
 pub use error::{
-    BuildError, ChannelError, Disconnected, RegisterError, RequestError, SendError, SendErrorKind,
-    TryRecvError, UnregisterError,
+    BuildError, ChannelError, Disconnected, OpenFailed, RegisterError, RequestError, RequestFailed,
+    SendError, SendErrorKind, TryRecvError, UnregisterError,
 };
 pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
 pub use mailbox::{mailbox, Mailbox, MailboxSender};

@@ -5,14 +5,20 @@
 //! message while the actor has messages parked at its shard, it tells the shard once
 //! that room has appeared. The shard therefore never polls and never blocks on one
 //! mailbox.
+//!
+//! It also watches the actor's life: when the last receiving half of a registered
+//! mailbox is dropped (the actor's task ended or panicked), the actor is
+//! unregistered there and then, as [`Router::unregister`](crate::Router::unregister)
+//! would.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::error::{Disconnected, TryRecvError};
-use crate::ids::ChannelId;
+use crate::error::{Disconnected, RequestError, TryRecvError};
+use crate::ids::{ChannelId, Participant};
 use crate::message::ActorMessage;
+use crate::router::Inner;
 use crate::shard::Cmd;
 use crate::sync::{chan, random_state, time, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
@@ -27,8 +33,12 @@ pub(crate) struct MailboxState {
     pub(crate) outstanding: AtomicUsize,
     /// Set while a `Drain` notice from the receiving side is queued to the shard.
     pub(crate) drain_signaled: AtomicBool,
-    /// The owning shard's command queue, set at registration.
-    link: Mutex<Option<chan::Sender<Cmd>>>,
+    /// Receiving halves ([`Mailbox`] clones) alive.
+    receivers: AtomicUsize,
+    /// The registration, set when it starts and when it ends. Answers to the
+    /// actor's requests are accepted under this lock, and the registration ends
+    /// under it, so none is accepted once it has ended.
+    link: Mutex<Link>,
     /// The channels this participant takes part in (open or opening).
     channels: Mutex<ChannelSet>,
     capacity: usize,
@@ -47,9 +57,47 @@ struct ChannelSet {
     closed: bool,
 }
 
+/// Where a mailbox stands with the router.
+enum Link {
+    /// Not registered (yet).
+    Unlinked,
+    /// Registered as `who`.
+    Linked { who: Participant, router: Arc<Inner> },
+    /// The registration ended; requests still unanswered resolve with this.
+    Left(RequestError),
+}
+
 impl MailboxState {
-    pub(crate) fn link(&self, shard: chan::Sender<Cmd>) {
-        *self.link.lock() = Some(shard);
+    /// Starts the registration of `who`.
+    pub(crate) fn link(&self, who: Participant, router: Arc<Inner>) {
+        *self.link.lock() = Link::Linked { who, router };
+    }
+
+    /// Runs `f(arg)` while the registration lasts; once it has ended, hands `arg`
+    /// back with the reason.
+    pub(crate) fn while_registered<A, R>(
+        &self,
+        arg: A,
+        f: impl FnOnce(A) -> R,
+    ) -> Result<R, (RequestError, A)> {
+        let link = self.link.lock();
+        match &*link {
+            Link::Left(reason) => Err((*reason, arg)),
+            Link::Unlinked | Link::Linked { .. } => Ok(f(arg)),
+        }
+    }
+
+    /// Why the registration ended, once it has.
+    pub(crate) fn left(&self) -> Option<RequestError> {
+        match &*self.link.lock() {
+            Link::Left(reason) => Some(*reason),
+            Link::Unlinked | Link::Linked { .. } => None,
+        }
+    }
+
+    /// Receiving halves alive.
+    pub(crate) fn receivers(&self) -> usize {
+        self.receivers.load(Ordering::SeqCst)
     }
 
     /// Records that this participant takes part in `channel`; `false` once it left.
@@ -84,12 +132,21 @@ impl MailboxState {
         linked.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// Drops the link to the shard once the entry has left the table. A command
-    /// holding this state that is still queued when the shard stops would
-    /// otherwise keep the shard's queue alive through the link: a reference
-    /// cycle, leaking the state and the queue.
-    pub(crate) fn unlink(&self) {
-        *self.link.lock() = None;
+    /// Ends the registration once the entry has left the table: from here on
+    /// answers to the actor's requests are refused and resolve with `reason`.
+    /// Also drops the link to the router: a command holding this state that is
+    /// still queued when a shard stops would otherwise keep the router alive
+    /// through it, a reference cycle.
+    pub(crate) fn unlink(&self, reason: RequestError) {
+        let old = {
+            let mut link = self.link.lock();
+            if matches!(*link, Link::Left(_)) {
+                return;
+            }
+            std::mem::replace(&mut *link, Link::Left(reason))
+        };
+        // Dropped outside the lock: it may hold the last reference to the router.
+        drop(old);
     }
 }
 
@@ -105,7 +162,8 @@ pub fn mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
         in_flight: AtomicUsize::new(0),
         outstanding: AtomicUsize::new(0),
         drain_signaled: AtomicBool::new(false),
-        link: Mutex::new(None),
+        receivers: AtomicUsize::new(1),
+        link: Mutex::new(Link::Unlinked),
         channels: Mutex::new(ChannelSet::default()),
         capacity,
     });
@@ -128,7 +186,11 @@ impl fmt::Debug for MailboxSender {
 ///
 /// Receives return [`Disconnected`] once the actor is unregistered (or the router
 /// shut down) and every message delivered before that has been taken.
-#[derive(Clone)]
+///
+/// Dropping the last clone of a registered actor's mailbox unregisters the actor
+/// (its channels close, with the peers told; what was parked for it becomes dead
+/// letters with reason `MailboxClosed`; its unanswered requests resolve with
+/// `ActorNotFound`), as an actor whose task ended can no longer take anything.
 pub struct Mailbox {
     rx: chan::Receiver<ActorMessage>,
     state: Arc<MailboxState>,
@@ -158,12 +220,15 @@ impl Mailbox {
         Ok(msg)
     }
 
-    /// Waits at most `timeout` for a message.
+    /// Waits at most `timeout` for a message (`Duration::MAX`: no limit).
     ///
     /// # Errors
     /// [`TryRecvError::Empty`] at the timeout, or [`TryRecvError::Disconnected`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<ActorMessage, TryRecvError> {
-        self.recv_deadline(time::now() + timeout)
+        match time::deadline_in(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self.recv().map_err(|Disconnected| TryRecvError::Disconnected),
+        }
     }
 
     /// Waits until `deadline` for a message.
@@ -186,7 +251,6 @@ impl Mailbox {
     ///
     /// # Cancel safety
     /// Cancel safe: a message is taken only when the future completes.
-    #[cfg(not(loom))]
     pub async fn recv_async(&self) -> Result<ActorMessage, Disconnected> {
         let msg = self.rx.recv_async().await.map_err(|_| Disconnected)?;
         self.took_one();
@@ -217,10 +281,38 @@ impl Mailbox {
         let state = &self.state;
         if state.in_flight.load(Ordering::SeqCst) > 0 && !state.drain_signaled.swap(true, Ordering::SeqCst) {
             let link = state.link.lock();
-            let posted = link.as_ref().is_some_and(|shard| shard.send(Cmd::Drain(Arc::clone(state))).is_ok());
+            let posted = match &*link {
+                Link::Linked { who, router } => {
+                    router.shard(who).cmd.send(Cmd::Drain(Arc::clone(state))).is_ok()
+                }
+                Link::Unlinked | Link::Left(_) => false,
+            };
             if !posted {
                 state.drain_signaled.store(false, Ordering::SeqCst);
             }
+        }
+    }
+}
+
+impl Clone for Mailbox {
+    fn clone(&self) -> Self {
+        self.state.receivers.fetch_add(1, Ordering::SeqCst);
+        Self { rx: self.rx.clone(), state: Arc::clone(&self.state) }
+    }
+}
+
+impl Drop for Mailbox {
+    /// The last receiving half of a registered actor's mailbox unregisters it.
+    fn drop(&mut self) {
+        if self.state.receivers.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let linked = match &*self.state.link.lock() {
+            Link::Linked { who, router } => Some((*who, Arc::clone(router))),
+            Link::Unlinked | Link::Left(_) => None,
+        };
+        if let Some((who, router)) = linked {
+            router.mailbox_dropped(who, &self.state);
         }
     }
 }

@@ -7,10 +7,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::channels::OpenSlot;
-use crate::error::{ChannelError, RequestError};
+use crate::error::{ChannelError, RequestError, RequestFailed};
+use crate::fence;
 use crate::ids::{ChannelId, Participant};
 use crate::mailbox::MailboxState;
-use crate::sync::{time, Arc, AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{time, Arc, AtomicBool, Condvar, Mutex, Ordering};
 
 /// A message delivered to an actor's [`Mailbox`](crate::Mailbox).
 ///
@@ -43,6 +44,11 @@ pub enum ActorMessage {
         reply: ChannelOpenReply,
     },
     /// A message on an open channel, from the other participant.
+    ///
+    /// Only the router builds it (the variant is `#[non_exhaustive]`), and
+    /// [`Router::deliver`](crate::Router::deliver) refuses to forward it: a
+    /// channel message always comes from the channel's other participant.
+    #[non_exhaustive]
     ChannelMessage {
         /// The channel.
         channel_id: ChannelId,
@@ -50,7 +56,9 @@ pub enum ActorMessage {
         data: Vec<u8>,
     },
     /// The other participant closed the channel (or went away). Nothing more
-    /// arrives on it.
+    /// arrives on it. Only the router builds it, as for
+    /// [`ChannelMessage`](Self::ChannelMessage).
+    #[non_exhaustive]
     ChannelClose {
         /// The channel.
         channel_id: ChannelId,
@@ -58,10 +66,9 @@ pub enum ActorMessage {
 }
 
 impl ActorMessage {
-    /// The payload carried by the message.
+    /// The payload carried by the message: `initial_msg` for a channel open,
+    /// nothing for a close.
     #[must_use]
-    ///
-    /// `initial_msg` for a channel open, nothing for a close.
     pub fn data(&self) -> &[u8] {
         match self {
             Self::Send { data } | Self::Request { data, .. } | Self::ChannelMessage { data, .. } => data,
@@ -76,24 +83,30 @@ impl ActorMessage {
         match self {
             Self::ChannelOpen { channel_id, .. }
             | Self::ChannelMessage { channel_id, .. }
-            | Self::ChannelClose { channel_id } => Some(*channel_id),
+            | Self::ChannelClose { channel_id, .. } => Some(*channel_id),
             Self::Send { .. } | Self::Request { .. } => None,
         }
     }
 
+    /// `true` for the messages only the channel API may route.
+    pub(crate) fn is_channel_traffic(&self) -> bool {
+        matches!(self, Self::ChannelOpen { .. } | Self::ChannelMessage { .. } | Self::ChannelClose { .. })
+    }
+
     /// What becomes of a message that can no longer be delivered: requests and
-    /// channel opens are resolved with `outcome`; one-way messages are returned as
-    /// dead-letter payload.
+    /// channel opens are resolved with `outcome`, handing their payload back (it
+    /// never reached the actor); one-way messages are returned as dead-letter
+    /// payload.
     pub(crate) fn undeliverable(self, outcome: RequestError) -> Option<Vec<u8>> {
         match self {
             Self::Send { data } | Self::ChannelMessage { data, .. } => Some(data),
             Self::ChannelClose { .. } => Some(Vec::new()),
-            Self::Request { reply, .. } => {
-                reply.fail(outcome);
+            Self::Request { data, reply } => {
+                reply.fail(RequestFailed::new(outcome, Some(data)));
                 None
             }
-            Self::ChannelOpen { reply, .. } => {
-                reply.fail(outcome);
+            Self::ChannelOpen { initial_msg, reply, .. } => {
+                reply.fail(RequestFailed::new(outcome, Some(initial_msg)));
                 None
             }
         }
@@ -113,12 +126,12 @@ impl fmt::Debug for ActorMessage {
                 .field("initiator", initiator)
                 .field("len", &initial_msg.len())
                 .finish_non_exhaustive(),
-            Self::ChannelMessage { channel_id, data } => f
+            Self::ChannelMessage { channel_id, data, .. } => f
                 .debug_struct("ChannelMessage")
                 .field("channel_id", channel_id)
                 .field("len", &data.len())
                 .finish(),
-            Self::ChannelClose { channel_id } => {
+            Self::ChannelClose { channel_id, .. } => {
                 f.debug_struct("ChannelClose").field("channel_id", channel_id).finish()
             }
         }
@@ -137,29 +150,33 @@ impl ReplyHandle {
     }
 
     /// Sends the answer. Returns the payload if the request was already resolved
-    /// (it timed out, its target unregistered, or the router shut down).
+    /// (it timed out, the requester dropped its future, or the router shut down)
+    /// or the actor is no longer registered: once
+    /// [`unregister`](crate::Router::unregister) has returned, every answer is
+    /// refused and the requester gets `ActorNotFound`.
     ///
     /// # Errors
     /// `Err(data)` when the requester no longer waits for this answer.
     pub fn reply(self, data: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.slot.complete(Ok(data)).map_err(|outcome| outcome.unwrap_or_default())
+        self.slot.answer(Ok(data)).map_err(|outcome| outcome.unwrap_or_default())
     }
 
-    /// `true` once the request has an outcome (answered, timed out, ...), so that
-    /// replying is pointless.
+    /// `true` once the request has an outcome (answered, timed out, abandoned by
+    /// the requester, ...) or its actor is no longer registered, so that replying
+    /// is pointless.
     #[must_use]
     pub fn is_resolved(&self) -> bool {
-        self.slot.is_done()
+        self.slot.is_done() || self.slot.target.as_ref().is_some_and(|t| t.left().is_some())
     }
 
-    pub(crate) fn fail(self, error: RequestError) {
-        let _ = self.slot.complete(Err(error));
+    pub(crate) fn fail(self, failed: RequestFailed) {
+        let _ = self.slot.complete(Err(failed));
     }
 }
 
 impl Drop for ReplyHandle {
     fn drop(&mut self) {
-        let _ = self.slot.complete(Err(RequestError::NoReply));
+        let _ = self.slot.answer(Err(RequestError::NoReply.into()));
     }
 }
 
@@ -169,20 +186,21 @@ impl fmt::Debug for ReplyHandle {
     }
 }
 
-type Outcome<T> = Result<T, RequestError>;
+type Outcome<T> = Result<T, RequestFailed>;
 
 struct SlotState<T> {
     outcome: Option<Outcome<T>>,
     waker: Option<Waker>,
 }
 
-/// A one-shot slot: the first of reply, drop, timeout, unregistration or shutdown to
-/// complete it wins; everything after is refused.
+/// A one-shot slot: the first of reply, drop, timeout, unregistration, shutdown or
+/// the requester walking away to complete it wins; everything after is refused.
 pub(crate) struct ReplySlot<T> {
     done: AtomicBool,
     state: Mutex<SlotState<T>>,
     ready: Condvar,
-    /// The target's count of unresolved requests, lowered on completion.
+    /// The target's registration: its count of unresolved requests is lowered on
+    /// completion, and answers are refused once it has left.
     target: Option<Arc<MailboxState>>,
 }
 
@@ -211,32 +229,61 @@ impl<T> ReplySlot<T> {
         self.target.as_ref().is_some_and(|t| Arc::ptr_eq(t, state))
     }
 
-    /// Completes the slot unless it already has an outcome (then hands it back).
+    /// Completes the slot unless it already has an outcome (then hands `outcome`
+    /// back), and wakes the waiter.
     pub(crate) fn complete(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
+        let waker = self.settle(outcome)?;
+        fence::wake(waker);
+        Ok(())
+    }
+
+    /// The target's answer (a reply, or its handle dropped): accepted only while
+    /// the target is registered. Once it has left, the request resolves with the
+    /// reason it left for, and `outcome` is handed back. The check and the
+    /// completion happen under the registration's lock, which unregistration
+    /// takes, so no answer is accepted once `unregister` has returned.
+    fn answer(&self, outcome: Outcome<T>) -> Result<(), Outcome<T>> {
+        let Some(target) = &self.target else { return self.complete(outcome) };
+        match target.while_registered(outcome, |outcome| self.settle(outcome)) {
+            Ok(Ok(waker)) => {
+                fence::wake(waker);
+                Ok(())
+            }
+            Ok(Err(outcome)) => Err(outcome),
+            Err((reason, outcome)) => {
+                let _ = self.complete(Err(reason.into()));
+                Err(outcome)
+            }
+        }
+    }
+
+    /// Stores `outcome` unless the slot already has one; returns the waiter to wake.
+    fn settle(&self, outcome: Outcome<T>) -> Result<Option<Waker>, Outcome<T>> {
         let mut state = self.state.lock();
         if self.done.load(Ordering::Acquire) {
             return Err(outcome);
         }
-        let waker = self.finish(&mut state, outcome);
-        drop(state);
-        self.ready.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
-    }
-
-    fn finish(&self, state: &mut MutexGuard<'_, SlotState<T>>, outcome: Outcome<T>) -> Option<Waker> {
         state.outcome = Some(outcome);
         self.done.store(true, Ordering::Release);
         if let Some(t) = &self.target {
             t.outstanding.fetch_sub(1, Ordering::AcqRel);
         }
-        state.waker.take()
+        let waker = state.waker.take();
+        drop(state);
+        self.ready.notify_all();
+        Ok(waker)
     }
 
-    /// Blocks until an outcome or `deadline`; `None` if the deadline passed first.
-    pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Outcome<T>> {
+    /// The waiter walked away: settles the slot, so that a later answer is
+    /// refused, without waking anyone.
+    pub(crate) fn abandon(&self) {
+        let _ = self.settle(Err(RequestError::NoReply.into()));
+    }
+
+    /// Blocks until an outcome or `deadline` (`None`: no deadline); `None` if the
+    /// deadline passed first.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> Option<Outcome<T>> {
+        let Some(deadline) = deadline else { return Some(self.wait()) };
         let mut state = self.state.lock();
         loop {
             if let Some(outcome) = state.outcome.take() {
@@ -244,7 +291,7 @@ impl<T> ReplySlot<T> {
             }
             if self.done.load(Ordering::Acquire) {
                 // Already taken by an earlier wait: a second wait has nothing left.
-                return Some(Err(RequestError::NoReply));
+                return Some(Err(RequestError::NoReply.into()));
             }
             if time::now() >= deadline || self.ready.wait_until(&mut state, deadline) {
                 return state.outcome.take();
@@ -254,11 +301,11 @@ impl<T> ReplySlot<T> {
 
     /// Blocks until an outcome; at `deadline` resolves the slot with `Timeout`
     /// itself, unless another outcome got there first.
-    pub(crate) fn wait_or_expire(&self, deadline: Instant) -> Outcome<T> {
+    pub(crate) fn wait_or_expire(&self, deadline: Option<Instant>) -> Outcome<T> {
         match self.wait_until(deadline) {
             Some(outcome) => outcome,
-            None => match self.complete(Err(RequestError::Timeout)) {
-                Ok(()) => Err(RequestError::Timeout),
+            None => match self.complete(Err(RequestError::Timeout.into())) {
+                Ok(()) => Err(RequestError::Timeout.into()),
                 Err(_) => self.wait(),
             },
         }
@@ -272,7 +319,7 @@ impl<T> ReplySlot<T> {
                 return outcome;
             }
             if self.done.load(Ordering::Acquire) {
-                return Err(RequestError::NoReply);
+                return Err(RequestError::NoReply.into());
             }
             self.ready.wait(&mut state);
         }
@@ -284,7 +331,7 @@ impl<T> ReplySlot<T> {
             return Poll::Ready(outcome);
         }
         if self.done.load(Ordering::Acquire) {
-            return Poll::Ready(Err(RequestError::NoReply));
+            return Poll::Ready(Err(RequestError::NoReply.into()));
         }
         match &state.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -300,20 +347,32 @@ impl<T> ReplySlot<T> {
 /// the target's shard, so no async runtime is needed.
 ///
 /// # Cancel safety
-/// Dropping the future abandons the request; a later reply is refused.
+/// Dropping the future before it completes abandons the request, as dropping
+/// tokio's `oneshot::Receiver` does: the actor's
+/// [`ReplyHandle::is_resolved`] turns `true`, a later
+/// [`reply`](ReplyHandle::reply) is refused with the payload handed back, and
+/// the shard lets go of the deadline.
 #[must_use = "a response future does nothing unless polled"]
 pub struct ResponseFuture {
-    pub(crate) inner: Result<Arc<ReplySlot<Vec<u8>>>, Option<RequestError>>,
+    pub(crate) inner: Result<Arc<ReplySlot<Vec<u8>>>, Option<RequestFailed>>,
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Vec<u8>, RequestError>;
+    type Output = Result<Vec<u8>, RequestFailed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match &mut this.inner {
             Ok(slot) => slot.poll_outcome(cx),
-            Err(error) => Poll::Ready(Err(error.take().unwrap_or(RequestError::NoReply))),
+            Err(failed) => Poll::Ready(Err(failed.take().unwrap_or_else(|| RequestError::NoReply.into()))),
+        }
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let Ok(slot) = &self.inner {
+            slot.abandon();
         }
     }
 }
@@ -330,12 +389,13 @@ pub struct ReplyReceiver {
 }
 
 impl ReplyReceiver {
-    /// Waits for the answer, at most `timeout`; resolves with `Timeout` after it.
+    /// Waits for the answer, at most `timeout` (`Duration::MAX`: no limit);
+    /// resolves with `Timeout` after it.
     ///
     /// # Errors
     /// [`RequestError::NoReply`] if the handle was dropped, `Timeout` at the deadline.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RequestError> {
-        self.slot.wait_or_expire(time::now() + timeout)
+        self.slot.wait_or_expire(time::deadline_in(timeout)).map_err(RequestError::from)
     }
 
     /// Waits for the answer or for the [`ReplyHandle`] to be dropped.
@@ -343,7 +403,7 @@ impl ReplyReceiver {
     /// # Errors
     /// [`RequestError::NoReply`] if the handle was dropped unanswered.
     pub fn recv(&self) -> Result<Vec<u8>, RequestError> {
-        self.slot.wait()
+        self.slot.wait().map_err(RequestError::from)
     }
 }
 
@@ -351,7 +411,7 @@ impl Future for ReplyReceiver {
     type Output = Result<Vec<u8>, RequestError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.slot.poll_outcome(cx)
+        self.slot.poll_outcome(cx).map_err(RequestError::from)
     }
 }
 
@@ -417,9 +477,9 @@ impl ChannelOpenReply {
         self.open.as_ref().map_or(true, |open| open.is_done())
     }
 
-    pub(crate) fn fail(mut self, error: RequestError) {
+    pub(crate) fn fail(mut self, failed: RequestFailed) {
         if let Some(open) = self.open.take() {
-            OpenSlot::decide(&open, Err(error));
+            OpenSlot::decide(&open, Err(failed));
         }
     }
 }

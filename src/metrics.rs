@@ -54,6 +54,8 @@ pub(crate) struct Counters {
     pub(crate) rejected: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
     pub(crate) overflow_depth: AtomicUsize,
+    pub(crate) callback_panics: AtomicU64,
+    pub(crate) pending_timers: AtomicUsize,
 }
 
 impl Counters {
@@ -61,7 +63,7 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, shard: usize, registered_actors: usize) -> ShardMetrics {
+    pub(crate) fn snapshot(&self, shard: usize, registered_actors: usize, failed: bool) -> ShardMetrics {
         ShardMetrics {
             shard,
             delivered_direct: self.delivered_direct.sum(),
@@ -70,6 +72,9 @@ impl Counters {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             overflow_depth: self.overflow_depth.load(Ordering::Relaxed),
             registered_actors,
+            callback_panics: self.callback_panics.load(Ordering::Relaxed),
+            pending_timers: self.pending_timers.load(Ordering::Relaxed),
+            failed,
         }
     }
 }
@@ -92,6 +97,14 @@ pub struct ShardMetrics {
     pub overflow_depth: usize,
     /// Actors (and external endpoints) registered on the shard right now.
     pub registered_actors: usize,
+    /// Panics caught in user callbacks (the dead-letter sink) for this shard.
+    pub callback_panics: u64,
+    /// Request and channel-open deadlines the shard holds, as of its last look
+    /// at its timers (answered ones leave at the next compaction).
+    pub pending_timers: usize,
+    /// `true` once the shard thread has failed (see
+    /// [`Router::is_degraded`](crate::Router::is_degraded)).
+    pub failed: bool,
 }
 
 /// A snapshot of the channel table's counters.
@@ -119,7 +132,8 @@ pub struct RouterMetrics {
 }
 
 impl RouterMetrics {
-    /// The sum over all shards (`shard` is the shard count).
+    /// The sum over all shards (`shard` is the shard count; `failed` is `true` if
+    /// any shard failed).
     #[must_use]
     pub fn total(&self) -> ShardMetrics {
         let mut sum = ShardMetrics { shard: self.shards.len(), ..ShardMetrics::default() };
@@ -130,6 +144,9 @@ impl RouterMetrics {
             sum.dead_letters += s.dead_letters;
             sum.overflow_depth += s.overflow_depth;
             sum.registered_actors += s.registered_actors;
+            sum.callback_panics += s.callback_panics;
+            sum.pending_timers += s.pending_timers;
+            sum.failed |= s.failed;
         }
         sum
     }
@@ -149,6 +166,11 @@ pub enum DeadLetterReason {
     Unregistered,
     /// The router shut down before the message could be delivered.
     Shutdown,
+    /// [`Router::tell`](crate::Router::tell) past the shard's
+    /// [`max_parked_per_shard`](crate::RouterBuilder::max_parked_per_shard).
+    ShardFull,
+    /// The message's shard failed before it could be delivered.
+    ShardFailed,
 }
 
 /// A one-way message that was accepted (or told) but could not be delivered.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::channels::{ChannelTable, Leaving, OpenSlot};
 use crate::error::{
-    BuildError, ChannelError, RegisterError, RequestError, SendError, SendErrorKind, UnregisterError,
+    BuildError, ChannelError, OpenFailed, RegisterError, RequestError, RequestFailed, SendError,
+    SendErrorKind, UnregisterError,
 };
 use crate::ids::{ActorId, ChannelId, ExternalId, Participant};
 use crate::mailbox::{mailbox, Mailbox, MailboxSender, MailboxState};
@@ -64,6 +65,7 @@ pub struct RouterBuilder {
     shards: usize,
     mailbox_capacity: usize,
     overflow: OverflowPolicy,
+    max_parked_per_shard: usize,
     resolution: Duration,
     dead_letters: Option<DeadLetterSink>,
     thread_name: String,
@@ -75,6 +77,7 @@ impl Default for RouterBuilder {
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             mailbox_capacity: 1024,
             overflow: OverflowPolicy::default(),
+            max_parked_per_shard: 1 << 20,
             resolution: Duration::from_millis(5),
             dead_letters: None,
             thread_name: "sharded-router".to_owned(),
@@ -88,6 +91,7 @@ impl fmt::Debug for RouterBuilder {
             .field("shards", &self.shards)
             .field("mailbox_capacity", &self.mailbox_capacity)
             .field("overflow", &self.overflow)
+            .field("max_parked_per_shard", &self.max_parked_per_shard)
             .field("timer_resolution", &self.resolution)
             .finish_non_exhaustive()
     }
@@ -112,16 +116,31 @@ impl RouterBuilder {
         self
     }
 
+    /// The most messages one shard holds for all its actors together: queued to
+    /// it or parked in its overflow queues. Past it, sends that would park get
+    /// [`SendErrorKind::ShardFull`], however far each actor is from its own
+    /// bound. Channel close notices are never refused (a peer must learn that a
+    /// channel closed), so they may pass the cap by at most one per channel.
+    /// Default: 1 048 576.
+    pub fn max_parked_per_shard(mut self, n: usize) -> Self {
+        self.max_parked_per_shard = n;
+        self
+    }
+
     /// How often a shard with unresolved requests wakes to collect newly filed
     /// deadlines. Deadlines it already knows are kept exactly; this only bounds
-    /// how late an async request's timeout can fire. Default: 5 ms.
+    /// how late an async request's timeout can fire. Default: 5 ms; at least
+    /// 100 µs; `Duration::MAX` means the shard wakes only for the deadlines it
+    /// knows and when a requester's deadline is earlier than its next wake.
     pub fn timer_resolution(mut self, period: Duration) -> Self {
         self.resolution = period.max(Duration::from_micros(100));
         self
     }
 
     /// Calls `sink` with every dead letter. It runs on a shard thread or the
-    /// sending thread and must not block.
+    /// sending thread and must not block. A panic in it is caught, logged and
+    /// counted in [`ShardMetrics::callback_panics`](crate::ShardMetrics::callback_panics);
+    /// the router carries on.
     pub fn on_dead_letter(mut self, sink: impl Fn(DeadLetter) + Send + Sync + 'static) -> Self {
         let sink: std::sync::Arc<dyn Fn(DeadLetter) + Send + Sync> = std::sync::Arc::new(sink);
         self.dead_letters = Some(sync::arc_from_std(sink));
@@ -148,7 +167,7 @@ impl RouterBuilder {
         let mut shards = Vec::with_capacity(self.shards);
         let mut threads = Vec::with_capacity(self.shards);
         for index in 0..self.shards {
-            let (handle, rx) = ShardHandle::new(index);
+            let (handle, rx) = ShardHandle::new(index, self.max_parked_per_shard);
             let config = ShardConfig { resolution: self.resolution, dead_letters: self.dead_letters.clone() };
             let shard = Shard::new(&handle, rx, config);
             shards.push(handle);
@@ -167,34 +186,41 @@ impl RouterBuilder {
             }
         }
         tracing::debug!(shards = self.shards, "router started");
-        Ok(Router {
-            inner: Arc::new(Inner {
-                shards: shards.into_boxed_slice(),
-                hasher: random_state(),
-                closed: AtomicBool::new(false),
-                threads: Mutex::new(threads),
-                channels: Arc::new(ChannelTable::new()),
-                mailbox_capacity: self.mailbox_capacity,
-                overflow_bound: self.overflow.bound(),
-                dead_letters: self.dead_letters,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            shards: shards.into_boxed_slice(),
+            hasher: random_state(),
+            closed: AtomicBool::new(false),
+            channels: Arc::new(ChannelTable::new()),
+            mailbox_capacity: self.mailbox_capacity,
+            overflow_bound: self.overflow.bound(),
+            dead_letters: self.dead_letters,
+            drained: Mutex::new(Vec::new()),
+        });
+        let owner = Owner {
+            inner: Arc::clone(&inner),
+            thread_ids: threads.iter().filter_map(thread::id_of).collect(),
+            threads: Mutex::new(threads),
+        };
+        Ok(Router { inner, owner: Arc::new(owner) })
     }
 }
 
-struct Inner {
+/// The routing core: what callers, mailboxes and the shutdown path share.
+pub(crate) struct Inner {
     shards: Box<[ShardHandle]>,
     channels: Arc<ChannelTable>,
     hasher: ahash::RandomState,
     closed: AtomicBool,
-    threads: Mutex<Vec<thread::JoinHandle>>,
     mailbox_capacity: usize,
     overflow_bound: usize,
     dead_letters: Option<DeadLetterSink>,
+    /// Entries taken out of the tables at shutdown. Their mailbox senders are
+    /// dropped only after the shards have stopped (see [`Owner::shutdown`]).
+    drained: Mutex<Vec<Arc<Entry>>>,
 }
 
 impl Inner {
-    fn shard(&self, id: &Participant) -> &ShardHandle {
+    pub(crate) fn shard(&self, id: &Participant) -> &ShardHandle {
         let n = self.shards.len();
         // `n` is at least 1 (checked at build); the modulo keeps the index in range.
         let index = (self.hasher.hash_one(id) % n as u64) as usize;
@@ -232,12 +258,18 @@ impl Inner {
         self.shard(&who).shared.table.with(&who, (), |entry, ()| Arc::clone(&entry.state)).ok()
     }
 
-    fn add(&self, who: Participant, mailbox: MailboxSender) -> Result<(), RegisterError> {
+    fn add(self: &Arc<Self>, who: Participant, mailbox: MailboxSender) -> Result<(), RegisterError> {
         if self.is_closed() {
             return Err(RegisterError::Shutdown);
         }
         let shard = self.shard(&who);
-        mailbox.state.link(shard.cmd.clone());
+        if shard.shared.is_failed() {
+            return Err(RegisterError::ShardFailed);
+        }
+        if mailbox.state.receivers() == 0 {
+            return Err(RegisterError::MailboxClosed);
+        }
+        let state = Arc::clone(&mailbox.state);
         let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
@@ -246,6 +278,7 @@ impl Inner {
                 Participant::External(id) => RegisterError::ExternalIdInUse(id),
             });
         }
+        state.link(who, Arc::clone(self));
         // Raced with shutdown. The insert took effect and sends may already have
         // put messages into the mailbox, so the registration succeeded; it ends
         // with the shutdown. Shutdown's table sweep may have run before the insert
@@ -254,21 +287,34 @@ impl Inner {
         // mailbox disconnects.
         if self.is_closed() {
             if let Some(entry) = shard.shared.table.remove_if(&who, |e| e.key() == key) {
-                entry.state.unlink();
+                entry.state.unlink(RequestError::Shutdown);
             }
+        }
+        // The last receiver went away while registering: the mailbox's drop saw no
+        // link yet, so end the registration here.
+        if state.receivers() == 0 {
+            self.mailbox_dropped(who, &state);
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "registered");
         Ok(())
     }
 
-    /// Removes a participant: from here on nothing reaches its mailbox. Its
-    /// channels are closed (peers get `ChannelClose`), opens it takes part in
-    /// resolve, and the shard is told about anything still in flight.
-    fn remove(&self, who: Participant) -> Result<(), ()> {
+    /// Removes a participant: from here on nothing reaches its mailbox and no
+    /// answer to its requests is accepted. Its channels are closed (peers get
+    /// `ChannelClose`), opens it takes part in resolve, and the shard is told
+    /// about anything still in flight (what was parked becomes dead letters with
+    /// `reason`). `Err` if `who` is not registered or `is_current` rejects the
+    /// registration found.
+    fn remove(
+        &self,
+        who: Participant,
+        is_current: impl FnOnce(&Arc<Entry>) -> bool,
+        reason: DeadLetterReason,
+    ) -> Result<(), ()> {
         let shard = self.shard(&who);
-        let entry = shard.shared.table.remove(&who).ok_or(())?;
+        let entry = shard.shared.table.remove_if(&who, is_current).ok_or(())?;
         let state = &entry.state;
-        state.unlink();
+        state.unlink(RequestError::ActorNotFound);
         for channel in state.take_channels() {
             if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
                 let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
@@ -277,51 +323,84 @@ impl Inner {
         // Table readers are done with the entry (the removal took the write lock),
         // so these counts can only fall from here.
         if state.in_flight.load(Ordering::SeqCst) > 0 || state.outstanding.load(Ordering::SeqCst) > 0 {
-            let _ = shard.cmd.send(Cmd::Unregistered(entry));
+            let _ = shard.cmd.send(Cmd::Unregistered(entry, reason));
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
         Ok(())
     }
 
-    /// Stops every shard and joins its thread. Idempotent.
-    fn shutdown(&self) {
-        let mut removed = Vec::new();
-        if !self.closed.swap(true, Ordering::SeqCst) {
-            tracing::info!(shards = self.shards.len(), "router shutting down");
-            for shard in self.shards.iter() {
-                shard.shared.closing.store(true, Ordering::SeqCst);
-            }
-            // Emptying the tables first means no caller can post to a shard after
-            // its `Shutdown` (posts happen under a table read lock), and actors see
-            // their mailboxes disconnect.
-            for shard in self.shards.iter() {
-                for entry in shard.shared.table.drain() {
-                    entry.state.unlink();
-                    removed.push(entry);
-                }
-            }
-            self.channels.clear();
-            for shard in self.shards.iter() {
-                let _ = shard.cmd.send(Cmd::Shutdown);
+    /// The last receiving half of `who`'s mailbox was dropped: the actor can take
+    /// nothing more, so it is unregistered (if `state` is still its registration).
+    pub(crate) fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>) {
+        let current = |entry: &Arc<Entry>| Arc::ptr_eq(&entry.state, state);
+        if self.remove(who, current, DeadLetterReason::MailboxClosed).is_ok() {
+            tracing::warn!(participant = %who, "mailbox dropped while registered: unregistered");
+        }
+    }
+
+    /// Starts the shutdown, once: later calls fail with `Shutdown`, the tables
+    /// are emptied (nobody can post to a shard after its `Shutdown`: posts happen
+    /// under a table read lock), opening channels resolve, and every shard is told
+    /// to stop. Waits for nothing.
+    fn begin_shutdown(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(shards = self.shards.len(), "router shutting down");
+        for shard in self.shards.iter() {
+            shard.shared.closing.store(true, Ordering::SeqCst);
+        }
+        let mut drained = Vec::new();
+        for shard in self.shards.iter() {
+            for entry in shard.shared.table.drain() {
+                entry.state.unlink(RequestError::Shutdown);
+                drained.push(entry);
             }
         }
-        let threads = std::mem::take(&mut *self.threads.lock());
-        for t in threads {
-            // A dead-letter sink dropping the last router handle runs on a shard
-            // thread; that thread cannot join itself and ends on its own.
-            if !thread::is_current(&t) {
-                let _ = t.join();
-            }
+        self.drained.lock().append(&mut drained);
+        self.channels.clear();
+        for shard in self.shards.iter() {
+            let _ = shard.cmd.send(Cmd::Shutdown);
+        }
+    }
+}
+
+/// Owns the shard threads; the last [`Router`] clone dropping it shuts the router
+/// down.
+struct Owner {
+    inner: Arc<Inner>,
+    /// Held by a caller of [`shutdown`](Self::shutdown) until the threads are
+    /// joined, so that concurrent callers all wait for the same end.
+    threads: Mutex<Vec<thread::JoinHandle>>,
+    thread_ids: Vec<std::thread::ThreadId>,
+}
+
+impl Owner {
+    /// Stops every shard and joins its thread. Every call returns only after the
+    /// shards have stopped (requests resolved, parked messages dead-lettered) and
+    /// the mailboxes have been let go — except a call from one of the router's
+    /// own shard threads (a dead-letter sink), which cannot wait for itself: it
+    /// starts the shutdown and returns.
+    fn shutdown(&self) {
+        if self.thread_ids.contains(&thread::current_id()) {
+            self.inner.begin_shutdown();
+            return;
+        }
+        let mut threads = self.threads.lock();
+        self.inner.begin_shutdown();
+        for t in threads.drain(..) {
+            let _ = t.join();
         }
         // The mailbox senders go last. A mailbox whose receiver is gone drops its
         // queued messages with its last sender, and their reply handles would
         // settle requests and opens as unanswered (`NoReply`, `Rejected`) before
         // the channel table and the shards resolve them with `Shutdown`.
-        drop(removed);
+        let drained = std::mem::take(&mut *self.inner.drained.lock());
+        drop(drained);
     }
 }
 
-impl Drop for Inner {
+impl Drop for Owner {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -368,6 +447,7 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<Inner>,
+    owner: Arc<Owner>,
 }
 
 impl fmt::Debug for Router {
@@ -429,11 +509,14 @@ impl Router {
         self.register(id, mailbox)
     }
 
-    /// Unregisters an actor. Once this returns no message reaches its mailbox;
-    /// messages parked for it become dead letters and its unresolved requests
-    /// resolve with `ActorNotFound`. Its channels are closed, each peer receiving
-    /// `ChannelClose`, and channel opens it takes part in resolve. Its mailbox
-    /// disconnects once drained.
+    /// Unregisters an actor. Once this returns no message reaches its mailbox
+    /// and no answer to its requests is accepted ([`ReplyHandle::reply`] hands the
+    /// payload back); messages parked for it become dead letters and its
+    /// unresolved requests resolve with `ActorNotFound`. Its channels are closed,
+    /// each peer receiving `ChannelClose`, and channel opens it takes part in
+    /// resolve. Its mailbox disconnects once drained.
+    ///
+    /// Dropping the last clone of the actor's [`Mailbox`] does the same.
     ///
     /// # Errors
     /// [`UnregisterError::ActorNotFound`] if `id` is not registered;
@@ -442,7 +525,9 @@ impl Router {
         if self.inner.is_closed() {
             return Err(UnregisterError::Shutdown);
         }
-        self.inner.remove(Participant::Actor(id)).map_err(|()| UnregisterError::ActorNotFound(id))
+        self.inner
+            .remove(Participant::Actor(id), |_| true, DeadLetterReason::Unregistered)
+            .map_err(|()| UnregisterError::ActorNotFound(id))
     }
 
     /// [`unregister`](Self::unregister) for async callers; it completes without waiting.
@@ -477,24 +562,31 @@ impl Router {
             .collect()
     }
 
-    /// Routes any [`ActorMessage`] to `id`. Never blocks.
+    /// Routes an [`ActorMessage`] to `id`. Never blocks.
     ///
     /// The message goes straight into the mailbox when it has room and nothing of
     /// the actor's is queued at its shard; otherwise it is parked at the shard (up
     /// to the overflow bound) and delivered in order. `Ok` means accepted: it will
     /// be delivered, or become a dead letter if the actor unregisters first.
     ///
+    /// Channel traffic (`ChannelOpen`, `ChannelMessage`, `ChannelClose`) is refused
+    /// with [`SendErrorKind::ChannelOnly`]: it goes only through the channel API,
+    /// which checks that the sender takes part in the channel.
+    ///
     /// # Errors
     /// Hands the message back with the [`SendErrorKind`].
     pub fn deliver(&self, id: ActorId, msg: ActorMessage) -> Result<(), SendError<ActorMessage>> {
+        if msg.is_channel_traffic() {
+            return Err(SendError::new(SendErrorKind::ChannelOnly, msg));
+        }
         self.inner.route(Participant::Actor(id), msg, self.inner.overflow_bound)
     }
 
     /// Sends a one-way message and reports whether it was accepted. Never blocks.
     ///
     /// # Errors
-    /// `ActorNotFound`, `MailboxFull` (past the overflow bound), `MailboxClosed` or
-    /// `Shutdown`, with the payload handed back.
+    /// `ActorNotFound`, `MailboxFull` (past the overflow bound), `ShardFull`,
+    /// `MailboxClosed`, `ShardFailed` or `Shutdown`, with the payload handed back.
     ///
     /// ```
     /// use sharded_router::{ActorId, Router, SendErrorKind};
@@ -520,6 +612,8 @@ impl Router {
                 SendErrorKind::MailboxFull => DeadLetterReason::MailboxFull,
                 SendErrorKind::MailboxClosed => DeadLetterReason::MailboxClosed,
                 SendErrorKind::Shutdown => DeadLetterReason::Shutdown,
+                SendErrorKind::ShardFull => DeadLetterReason::ShardFull,
+                SendErrorKind::ShardFailed => DeadLetterReason::ShardFailed,
                 _ => DeadLetterReason::ActorNotFound,
             };
             let who = Participant::Actor(id);
@@ -528,13 +622,14 @@ impl Router {
         }
     }
 
-    /// Posts a request and files its deadline with the target's shard.
+    /// Posts a request and files its deadline (`None`: none) with the target's
+    /// shard. A request that does not reach the actor hands its payload back.
     fn start_request(
         &self,
         id: ActorId,
         data: Vec<u8>,
-        deadline: Instant,
-    ) -> Result<Arc<ReplySlot<Vec<u8>>>, RequestError> {
+        deadline: Option<Instant>,
+    ) -> Result<Arc<ReplySlot<Vec<u8>>>, RequestFailed> {
         let inner = &*self.inner;
         let id = Participant::Actor(id);
         let shard = inner.shard(&id);
@@ -545,17 +640,14 @@ impl Router {
             .table
             .with(&id, data, |entry, data| {
                 if inner.is_closed() {
-                    return Err(RequestError::Shutdown);
+                    return Err(RequestFailed::new(RequestError::Shutdown, Some(data)));
                 }
                 let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
-                if shard
-                    .shared
-                    .timers
-                    .file(Pending::Request(Arc::clone(&slot)), deadline, &shard.cmd)
-                    .is_err()
+                if let Err(error) =
+                    shard.shared.timers.file(Pending::Request(Arc::clone(&slot)), deadline, &shard.cmd)
                 {
-                    let _ = slot.complete(Err(RequestError::Shutdown));
-                    return Err(RequestError::Shutdown);
+                    let _ = slot.complete(Err(error.into()));
+                    return Err(RequestFailed::new(error, Some(data)));
                 }
                 let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
                 match Entry::route(entry, msg, shard, bound) {
@@ -563,25 +655,32 @@ impl Router {
                     Err(e) => {
                         // Resolve before the returned reply handle is dropped.
                         let error = RequestError::from(e.kind());
-                        let _ = slot.complete(Err(error));
-                        Err(error)
+                        let _ = slot.complete(Err(error.into()));
+                        let payload = match e.into_inner() {
+                            ActorMessage::Request { data, .. } => Some(data),
+                            _ => None,
+                        };
+                        Err(RequestFailed::new(error, payload))
                     }
                 }
             })
-            .unwrap_or_else(|_| {
-                Err(if inner.is_closed() { RequestError::Shutdown } else { RequestError::ActorNotFound })
+            .unwrap_or_else(|data| {
+                let error =
+                    if inner.is_closed() { RequestError::Shutdown } else { RequestError::ActorNotFound };
+                Err(RequestFailed::new(error, Some(data)))
             })
     }
 
     /// Sends a request and blocks until exactly one outcome: the reply, or a
-    /// [`RequestError`].
+    /// [`RequestFailed`] (with the payload, if the request never reached the
+    /// actor). `Duration::MAX` waits without a deadline.
     ///
     /// # Errors
     /// `Timeout` after `timeout`; `NoReply` if the actor dropped the reply handle;
     /// `ActorNotFound` if it is not registered or unregisters before replying;
-    /// `MailboxFull`, `MailboxClosed`; `Shutdown`.
-    pub fn request(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, RequestError> {
-        let deadline = deadline_after(timeout);
+    /// `MailboxFull`, `ShardFull`, `MailboxClosed`; `ShardFailed`; `Shutdown`.
+    pub fn request(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, RequestFailed> {
+        let deadline = time::deadline_in(timeout);
         self.start_request(id, data, deadline)?.wait_or_expire(deadline)
     }
 
@@ -598,13 +697,14 @@ impl Router {
     /// router.register(id, tx).unwrap();
     /// // Nobody answers: the shard resolves the request at its deadline.
     /// let outcome = futures_executor::block_on(router.request_async(id, vec![], Duration::from_millis(20)));
-    /// assert_eq!(outcome, Err(RequestError::Timeout));
+    /// assert_eq!(outcome.unwrap_err(), RequestError::Timeout);
     /// ```
     ///
     /// # Cancel safety
-    /// Dropping the future abandons the request; a later reply is refused.
+    /// Dropping the future before it completes abandons the request: the actor's
+    /// [`ReplyHandle::is_resolved`] turns `true` and a later reply is refused.
     pub fn request_async(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> ResponseFuture {
-        ResponseFuture { inner: self.start_request(id, data, deadline_after(timeout)).map_err(Some) }
+        ResponseFuture { inner: self.start_request(id, data, time::deadline_in(timeout)).map_err(Some) }
     }
 
     /// Attaches an external client's endpoint (a mailbox like an actor's) and
@@ -629,7 +729,9 @@ impl Router {
         if self.inner.is_closed() {
             return Err(UnregisterError::Shutdown);
         }
-        self.inner.remove(Participant::External(id)).map_err(|()| UnregisterError::ExternalNotFound(id))
+        self.inner
+            .remove(Participant::External(id), |_| true, DeadLetterReason::Unregistered)
+            .map_err(|()| UnregisterError::ExternalNotFound(id))
     }
 
     /// Creates the channel entry and posts `ChannelOpen` to the target; the
@@ -639,18 +741,23 @@ impl Router {
         initiator: Participant,
         target: Participant,
         initial_msg: Vec<u8>,
-        deadline: Instant,
-    ) -> Result<Arc<OpenSlot>, ChannelError> {
+        deadline: Option<Instant>,
+    ) -> Result<Arc<OpenSlot>, OpenFailed> {
         let inner = &*self.inner;
+        let refuse =
+            |error: ChannelError, initial_msg: Vec<u8>| Err(OpenFailed::new(error, Some(initial_msg)));
         if inner.is_closed() {
-            return Err(ChannelError::Shutdown);
+            return refuse(ChannelError::Shutdown, initial_msg);
         }
         if initiator == target {
-            return Err(ChannelError::SameParticipant);
+            return refuse(ChannelError::SameParticipant, initial_msg);
         }
-        let initiator_state =
-            inner.state_of(initiator).ok_or(ChannelError::ParticipantNotFound(initiator))?;
-        let target_state = inner.state_of(target).ok_or(ChannelError::ParticipantNotFound(target))?;
+        let Some(initiator_state) = inner.state_of(initiator) else {
+            return refuse(ChannelError::ParticipantNotFound(initiator), initial_msg);
+        };
+        let Some(target_state) = inner.state_of(target) else {
+            return refuse(ChannelError::ParticipantNotFound(target), initial_msg);
+        };
         let channel_id = ChannelId::random();
         let open = OpenSlot::new(
             channel_id,
@@ -662,17 +769,17 @@ impl Router {
         // Linking fails once a participant has left; its departure would not see
         // this channel, so settle it here.
         if !initiator_state.link_channel(channel_id) {
-            OpenSlot::decide(&open, Err(RequestError::ActorNotFound));
-            return Err(ChannelError::ParticipantNotFound(initiator));
+            OpenSlot::decide(&open, Err(RequestError::ActorNotFound.into()));
+            return refuse(ChannelError::ParticipantNotFound(initiator), initial_msg);
         }
         if !target_state.link_channel(channel_id) {
-            OpenSlot::decide(&open, Err(RequestError::ActorNotFound));
-            return Err(ChannelError::ParticipantNotFound(target));
+            OpenSlot::decide(&open, Err(RequestError::ActorNotFound.into()));
+            return refuse(ChannelError::ParticipantNotFound(target), initial_msg);
         }
         let shard = inner.shard(&target);
-        if shard.shared.timers.file(Pending::Open(Arc::clone(&open)), deadline, &shard.cmd).is_err() {
-            OpenSlot::decide(&open, Err(RequestError::Shutdown));
-            return Err(ChannelError::Shutdown);
+        if let Err(error) = shard.shared.timers.file(Pending::Open(Arc::clone(&open)), deadline, &shard.cmd) {
+            OpenSlot::decide(&open, Err(error.into()));
+            return refuse(ChannelError::from_open(error, target), initial_msg);
         }
         let msg = ActorMessage::ChannelOpen {
             channel_id,
@@ -684,9 +791,12 @@ impl Router {
             // Settle with the real cause before the returned reply handle is
             // dropped (dropping it would count as a rejection).
             let error = RequestError::from(e.kind());
-            OpenSlot::decide(&open, Err(error));
-            drop(e);
-            return Err(ChannelError::from_open(error, target));
+            OpenSlot::decide(&open, Err(error.into()));
+            let initial_msg = match e.into_inner() {
+                ActorMessage::ChannelOpen { initial_msg, .. } => Some(initial_msg),
+                _ => None,
+            };
+            return Err(OpenFailed::new(ChannelError::from_open(error, target), initial_msg));
         }
         Ok(open)
     }
@@ -731,20 +841,23 @@ impl Router {
     /// ```
     ///
     /// # Errors
-    /// See [`ChannelError`].
+    /// See [`ChannelError`]; the [`OpenFailed`] hands `initial_msg` back when it
+    /// never reached the target.
     pub fn open_channel(
         &self,
         initiator: impl Into<Participant>,
         target: impl Into<Participant>,
         initial_msg: Vec<u8>,
         timeout: Duration,
-    ) -> Result<OpenedChannel, ChannelError> {
+    ) -> Result<OpenedChannel, OpenFailed> {
         let (initiator, target) = (initiator.into(), target.into());
-        let deadline = deadline_after(timeout);
+        let deadline = time::deadline_in(timeout);
         let open = self.start_open(initiator, target, initial_msg, deadline)?;
         let outcome = match open.slot.wait_until(deadline) {
             Some(outcome) => outcome,
-            None if OpenSlot::decide(&open, Err(RequestError::Timeout)) => Err(RequestError::Timeout),
+            None if OpenSlot::decide(&open, Err(RequestError::Timeout.into())) => {
+                Err(RequestError::Timeout.into())
+            }
             // Settled by someone else at the deadline: take that outcome.
             None => open.slot.wait(),
         };
@@ -755,8 +868,9 @@ impl Router {
     /// keeps the deadline, so any executor (or none) can drive the future.
     ///
     /// # Cancel safety
-    /// Dropping the future abandons the wait; the channel is still settled by the
-    /// target or at the deadline, and removed unless accepted.
+    /// Dropping the future before it completes abandons the open: the channel is
+    /// removed (unless it was already accepted), and the target's
+    /// [`ChannelOpenReply::accept`] fails with `ChannelNotFound`.
     pub fn open_channel_async(
         &self,
         initiator: impl Into<Participant>,
@@ -765,7 +879,7 @@ impl Router {
         timeout: Duration,
     ) -> OpenFuture {
         let target = target.into();
-        let started = self.start_open(initiator.into(), target, initial_msg, deadline_after(timeout));
+        let started = self.start_open(initiator.into(), target, initial_msg, time::deadline_in(timeout));
         OpenFuture { target, open: started.map_err(Some) }
     }
 
@@ -878,16 +992,23 @@ impl Router {
                 .inner
                 .shards
                 .iter()
-                .map(|s| s.shared.counters.snapshot(s.shared.index, s.shared.table.len()))
+                .map(|s| {
+                    s.shared.counters.snapshot(s.shared.index, s.shared.table.len(), s.shared.is_failed())
+                })
                 .collect(),
         }
     }
 
     /// Stops the router: later calls return `Shutdown`, unresolved requests resolve
     /// with `Shutdown`, parked messages become dead letters, mailboxes disconnect,
-    /// and every shard thread is joined before this returns. Idempotent.
+    /// and every shard thread is joined before this returns. Idempotent, and safe
+    /// to call from many threads at once: every call returns only once all of that
+    /// is done.
+    ///
+    /// Called from a dead-letter sink (on one of the router's own shard threads,
+    /// which cannot wait for itself), it starts the shutdown and returns at once.
     pub fn shutdown(&self) {
-        self.inner.shutdown();
+        self.owner.shutdown();
     }
 
     /// `true` once [`shutdown`](Self::shutdown) has been called.
@@ -895,11 +1016,32 @@ impl Router {
     pub fn is_shutdown(&self) -> bool {
         self.inner.is_closed()
     }
-}
 
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = time::now();
-    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365))
+    /// `true` if a shard has failed.
+    ///
+    /// A shard fails only through a panic in the router's own code (user
+    /// callbacks are fenced: see [`RouterBuilder::on_dead_letter`]). A failed
+    /// shard is not restarted, since its state can no longer be trusted; it is
+    /// fenced instead. Its unresolved requests and opens resolve with
+    /// `ShardFailed`, its parked messages become dead letters, and from then on
+    /// everything that needs it — a send that would park, a request, a channel
+    /// open or a registration for an id hashed to it — is refused with
+    /// `ShardFailed`, while sends into a mailbox with room still go through. The
+    /// other shards carry on. The event is logged at `error`, and
+    /// [`failed_shards`](Self::failed_shards) and
+    /// [`ShardMetrics::failed`](crate::ShardMetrics::failed) name the shard. A
+    /// runtime that wants all or nothing shuts the router down and builds a new one.
+    #[must_use]
+    pub fn is_degraded(&self) -> bool {
+        self.inner.shards.iter().any(|s| s.shared.is_failed())
+    }
+
+    /// The indices of the shards that have failed (see
+    /// [`is_degraded`](Self::is_degraded)).
+    #[must_use]
+    pub fn failed_shards(&self) -> Vec<usize> {
+        self.inner.shards.iter().filter(|s| s.shared.is_failed()).map(|s| s.shared.index).collect()
+    }
 }
 
 /// A channel the target accepted.
@@ -915,13 +1057,16 @@ pub struct OpenedChannel {
 fn opened(
     id: ChannelId,
     target: Participant,
-    outcome: Result<OpenDecision, RequestError>,
-) -> Result<OpenedChannel, ChannelError> {
+    outcome: Result<OpenDecision, RequestFailed>,
+) -> Result<OpenedChannel, OpenFailed> {
     match outcome {
         Ok(OpenDecision::Accepted(response)) => Ok(OpenedChannel { id, response }),
-        Ok(OpenDecision::Rejected) => Err(ChannelError::Rejected),
-        Ok(OpenDecision::Left(who)) => Err(ChannelError::ParticipantNotFound(who)),
-        Err(e) => Err(ChannelError::from_open(e, target)),
+        Ok(OpenDecision::Rejected) => Err(ChannelError::Rejected.into()),
+        Ok(OpenDecision::Left(who)) => Err(ChannelError::ParticipantNotFound(who).into()),
+        Err(failed) => {
+            let error = ChannelError::from_open(failed.error(), target);
+            Err(OpenFailed::new(error, failed.into_payload()))
+        }
     }
 }
 
@@ -929,17 +1074,29 @@ fn opened(
 #[must_use = "an open future does nothing unless polled"]
 pub struct OpenFuture {
     target: Participant,
-    open: Result<Arc<OpenSlot>, Option<ChannelError>>,
+    open: Result<Arc<OpenSlot>, Option<OpenFailed>>,
 }
 
 impl Future for OpenFuture {
-    type Output = Result<OpenedChannel, ChannelError>;
+    type Output = Result<OpenedChannel, OpenFailed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match &mut this.open {
             Ok(open) => open.slot.poll_outcome(cx).map(|outcome| opened(open.channel, this.target, outcome)),
-            Err(error) => Poll::Ready(Err(error.take().unwrap_or(ChannelError::ChannelNotFound))),
+            Err(failed) => {
+                Poll::Ready(Err(failed.take().unwrap_or_else(|| ChannelError::ChannelNotFound.into())))
+            }
+        }
+    }
+}
+
+impl Drop for OpenFuture {
+    /// Abandons an open still waiting for the target: the channel is removed, so
+    /// the target can no longer accept it. A settled open is left as it is.
+    fn drop(&mut self) {
+        if let Ok(open) = &self.open {
+            OpenSlot::decide(open, Err(RequestError::NoReply.into()));
         }
     }
 }
@@ -947,5 +1104,13 @@ impl Future for OpenFuture {
 impl fmt::Debug for OpenFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenFuture").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+impl Router {
+    /// Makes shard `index` panic in its own code, as a bug in it would.
+    pub(crate) fn crash_shard(&self, index: usize) {
+        let _ = self.inner.shards[index].cmd.send(Cmd::Crash);
     }
 }

@@ -14,15 +14,18 @@
 //! * **clean-up** — parked messages and unresolved requests of an actor that
 //!   unregisters, and everything at shutdown.
 
-use std::collections::VecDeque;
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::channels::OpenSlot;
 use crate::error::RequestError;
+use crate::fence;
 use crate::mailbox::MailboxState;
 use crate::message::{ActorMessage, ReplySlot};
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, Condvar, HashMap, Mutex, Ordering};
+use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, HashMap, Mutex, Ordering};
 use crate::table::{Attempt, Entry, Table};
 
 /// A callback receiving dead letters.
@@ -32,22 +35,29 @@ pub(crate) type DeadLetterSink = Arc<dyn Fn(DeadLetter) + Send + Sync>;
 const IDLE_PERIODS: u32 = 64;
 /// Most commands handled between two looks at the clock.
 const BATCH: usize = 256;
+/// The longest an answered request's deadline stays in the shard's heap when it
+/// is not at the top (see [`Shard::compact`]).
+const COMPACTION_PERIOD: Duration = Duration::from_secs(1);
 
 /// What callers post to a shard.
 pub(crate) enum Cmd {
     /// A message to deliver through the actor's overflow queue. The sender counted
-    /// it in the actor's `in_flight`.
+    /// it in the actor's `in_flight` and the shard's `parked`.
     Deliver { entry: Arc<Entry>, msg: ActorMessage },
     /// The actor's mailbox took a message while messages were in flight.
     Drain(Arc<MailboxState>),
     /// The actor was removed from the table; clean up what the shard holds for it.
-    Unregistered(Arc<Entry>),
+    /// What was parked for it becomes dead letters with this reason.
+    Unregistered(Arc<Entry>, DeadLetterReason),
     /// A deadline earlier than the shard's planned wake-up was filed.
     Wake,
     /// A barrier: dropping the token (after everything queued before it) releases it.
     Flush(FlushToken),
     /// Stop after handling everything queued so far.
     Shutdown,
+    /// Panics in the shard's own code, to test how a failed shard is fenced.
+    #[cfg(test)]
+    Crash,
 }
 
 /// State of one shard shared by callers and the shard thread.
@@ -58,6 +68,19 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Set when the router starts shutting down.
     pub(crate) closing: AtomicBool,
+    /// Set when the shard thread panicked (see [`Shard::run`]).
+    failed: AtomicBool,
+    /// Messages in flight through this shard for all its actors: raised by a
+    /// sender with the actor's `in_flight`, lowered with it by the shard.
+    pub(crate) parked: AtomicUsize,
+    /// The most `parked` may reach before sends are refused with `ShardFull`.
+    pub(crate) max_parked: usize,
+}
+
+impl Shared {
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
 }
 
 /// A caller's handle to a shard.
@@ -67,7 +90,7 @@ pub(crate) struct ShardHandle {
 }
 
 impl ShardHandle {
-    pub(crate) fn new(index: usize) -> (Self, chan::Receiver<Cmd>) {
+    pub(crate) fn new(index: usize, max_parked: usize) -> (Self, chan::Receiver<Cmd>) {
         let (cmd, rx) = chan::unbounded();
         let shared = Arc::new(Shared {
             index,
@@ -75,6 +98,9 @@ impl ShardHandle {
             timers: Timers::new(),
             counters: Counters::default(),
             closing: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            parked: AtomicUsize::new(0),
+            max_parked,
         });
         (Self { shared, cmd }, rx)
     }
@@ -84,11 +110,15 @@ impl ShardHandle {
     }
 }
 
+/// Counts a dead letter and hands it to the sink, behind the fence: a panicking
+/// sink is counted in `callback_panics` and the caller carries on.
 fn deliver_dead_letter(counters: &Counters, sink: Option<&DeadLetterSink>, letter: DeadLetter) {
     Counters::bump(&counters.dead_letters);
     tracing::debug!(actor = %letter.target, reason = ?letter.reason, "dead letter");
     if let Some(sink) = sink {
-        sink(letter);
+        if !fence::call("dead-letter sink", || sink(letter)) {
+            Counters::bump(&counters.callback_panics);
+        }
     }
 }
 
@@ -113,10 +143,10 @@ impl Pending {
     fn resolve(&self, error: RequestError) {
         match self {
             Self::Request(slot) => {
-                let _ = slot.complete(Err(error));
+                let _ = slot.complete(Err(error.into()));
             }
             Self::Open(open) => {
-                OpenSlot::decide(open, Err(error));
+                OpenSlot::decide(open, Err(error.into()));
             }
         }
     }
@@ -129,15 +159,45 @@ impl Pending {
     }
 }
 
+/// A deadline in the shard's heap. Ordered so that the max-heap's top is the
+/// earliest deadline (`None`, no deadline, last), ties broken by filing order.
 struct Filed {
     pending: Pending,
-    deadline: Instant,
+    deadline: Option<Instant>,
+    seq: u64,
+}
+
+impl Filed {
+    fn key(&self) -> (bool, Option<Instant>, u64) {
+        (self.deadline.is_none(), self.deadline, self.seq)
+    }
+}
+
+impl PartialEq for Filed {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Filed {}
+
+impl PartialOrd for Filed {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Filed {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.key().cmp(&self.key())
+    }
 }
 
 #[derive(Default)]
 struct Inbox {
-    filed: Vec<Filed>,
-    closed: bool,
+    filed: Vec<(Pending, Option<Instant>)>,
+    /// Set when the shard stops taking deadlines: why.
+    closed: Option<RequestError>,
 }
 
 /// A shard's timer inbox: requesters file deadlines here without waking the shard.
@@ -158,21 +218,24 @@ impl Timers {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    /// Files a deadline. Wakes the shard only if it would otherwise sleep past
-    /// `deadline`. Fails once the shard has stopped.
+    /// Files a deadline (`None`: none, kept only so the request can be resolved
+    /// at unregistration or shutdown). Wakes the shard only if it would otherwise
+    /// sleep past `deadline`. Once the shard has stopped taking deadlines, fails
+    /// with why (`Shutdown`, `ShardFailed`).
     pub(crate) fn file(
         &self,
         pending: Pending,
-        deadline: Instant,
+        deadline: Option<Instant>,
         shard: &chan::Sender<Cmd>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), RequestError> {
         {
             let mut inbox = self.inbox.lock();
-            if inbox.closed {
-                return Err(());
+            if let Some(reason) = inbox.closed {
+                return Err(reason);
             }
-            inbox.filed.push(Filed { pending, deadline });
+            inbox.filed.push((pending, deadline));
         }
+        let Some(deadline) = deadline else { return Ok(()) };
         let at = self.nanos(deadline);
         // Most deadlines are later than the shard's next wake: a plain load settles
         // those without writing the shared word.
@@ -182,13 +245,15 @@ impl Timers {
         Ok(())
     }
 
-    fn take(&self) -> Vec<Filed> {
+    fn take(&self) -> Vec<(Pending, Option<Instant>)> {
         std::mem::take(&mut self.inbox.lock().filed)
     }
 
-    fn close(&self) -> Vec<Filed> {
+    /// Stops taking deadlines (later filings fail with `reason`) and returns what
+    /// was filed but not yet taken.
+    fn close(&self, reason: RequestError) -> Vec<(Pending, Option<Instant>)> {
         let mut inbox = self.inbox.lock();
-        inbox.closed = true;
+        inbox.closed.get_or_insert(reason);
         std::mem::take(&mut inbox.filed)
     }
 }
@@ -258,7 +323,13 @@ pub(crate) struct Shard {
     config: ShardConfig,
     overflow: HashMap<usize, Overflow>,
     depth: usize,
-    pending: Vec<Filed>,
+    /// Deadlines, earliest on top. Answered ones are dropped lazily: popped when
+    /// they reach the top, or at a compaction.
+    heap: BinaryHeap<Filed>,
+    next_seq: u64,
+    /// Deadlines alive after the last compaction, and when the next is due.
+    live_after_compaction: usize,
+    next_compaction: Option<Instant>,
     quiet_periods: u32,
     next_sweep: Option<Instant>,
 }
@@ -271,15 +342,43 @@ impl Shard {
             config,
             overflow: HashMap::default(),
             depth: 0,
-            pending: Vec::new(),
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            live_after_compaction: 0,
+            next_compaction: None,
             quiet_periods: IDLE_PERIODS,
             next_sweep: None,
         }
     }
 
-    /// The shard's main loop; returns after `Shutdown` (or if every sender is gone).
+    /// The shard thread: serves commands until `Shutdown`, then resolves
+    /// everything it holds.
+    ///
+    /// A panic in the shard's own code (user callbacks are fenced and never get
+    /// here) means its state can no longer be trusted, so the shard is not
+    /// restarted: it is marked failed. Everything it holds is resolved with
+    /// `ShardFailed` (requests and opens) or becomes a dead letter, it stops
+    /// taking deadlines, and it keeps draining its queue in that state until
+    /// shutdown, so that no caller waits on it without bound. Messages the
+    /// panicking step itself held are lost with the unwinding.
     pub(crate) fn run(mut self) {
         tracing::debug!(shard = self.shared.index, "shard started");
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.serve())) {
+            self.fail(fence::describe(panic.as_ref()));
+            if catch_unwind(AssertUnwindSafe(|| self.serve_failed())).is_err() {
+                // Nothing user-supplied runs unfenced in the failed loop; should it
+                // panic anyway, the queue closes with the thread and every later
+                // post to the shard fails at once.
+                tracing::error!(shard = self.shared.index, "failed shard panicked again; its queue closes");
+                return;
+            }
+        }
+        self.stop();
+        tracing::debug!(shard = self.shared.index, "shard stopped");
+    }
+
+    /// The main loop; returns after `Shutdown` (or if every sender is gone).
+    fn serve(&mut self) {
         'outer: loop {
             let wake_at = self.plan_sleep();
             let first = match wake_at {
@@ -312,8 +411,6 @@ impl Shard {
                 self.sweep();
             }
         }
-        self.stop();
-        tracing::debug!(shard = self.shared.index, "shard stopped");
     }
 
     /// Handles one command; `false` means stop.
@@ -328,12 +425,63 @@ impl Shard {
                 state.drain_signaled.swap(false, Ordering::SeqCst);
                 self.drain(Arc::as_ptr(&state) as usize);
             }
-            Cmd::Unregistered(entry) => self.unregistered(&entry),
+            Cmd::Unregistered(entry, reason) => self.unregistered(&entry, reason),
             Cmd::Wake => self.sweep(),
-            Cmd::Flush(token) => drop(token),
+            Cmd::Flush(token) => {
+                // A barrier also settles the timer bookkeeping, so that what it
+                // publishes is exact.
+                self.sweep();
+                self.compact();
+                drop(token);
+            }
             Cmd::Shutdown => return false,
+            #[cfg(test)]
+            Cmd::Crash => panic!("injected shard panic"),
         }
         true
+    }
+
+    /// Fences the shard after a panic in [`serve`](Self::serve).
+    fn fail(&mut self, panic: &str) {
+        let index = self.shared.index;
+        self.shared.failed.store(true, Ordering::SeqCst);
+        tracing::error!(
+            shard = index,
+            panic,
+            "shard thread panicked: the shard is failed; its requests and opens resolve with ShardFailed, \
+             its parked messages become dead letters, and it refuses what needs it from now on"
+        );
+        // Parked requests and opens first: they resolve with their payload.
+        let parked: Vec<Overflow> = self.overflow.drain().map(|(_, o)| o).collect();
+        for o in parked {
+            self.discard(o, DeadLetterReason::ShardFailed);
+        }
+        self.publish_depth();
+        for (pending, _) in self.shared.timers.close(RequestError::ShardFailed) {
+            pending.resolve(RequestError::ShardFailed);
+        }
+        for filed in std::mem::take(&mut self.heap) {
+            filed.pending.resolve(RequestError::ShardFailed);
+        }
+        self.publish_timers();
+    }
+
+    /// The loop of a failed shard: whatever is posted to it is refused (a
+    /// `Deliver` becomes a dead letter, or resolves its request or open with
+    /// `ShardFailed`), barriers pass, and it returns at `Shutdown`.
+    fn serve_failed(&mut self) {
+        while let Ok(cmd) = self.rx.recv() {
+            match cmd {
+                Cmd::Deliver { entry, msg } => self.undeliverable(&entry, msg, DeadLetterReason::ShardFailed),
+                Cmd::Drain(state) => {
+                    state.drain_signaled.swap(false, Ordering::SeqCst);
+                }
+                Cmd::Shutdown => return,
+                Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) => {}
+                #[cfg(test)]
+                Cmd::Crash => {}
+            }
+        }
     }
 
     /// Puts `msg` into the mailbox under the table's read lock, if `entry` is still
@@ -415,13 +563,15 @@ impl Shard {
         self.publish_depth();
     }
 
-    fn unregistered(&mut self, entry: &Arc<Entry>) {
+    fn unregistered(&mut self, entry: &Arc<Entry>, reason: DeadLetterReason) {
         if let Some(parked) = self.overflow.remove(&entry.key()) {
-            self.discard(parked, DeadLetterReason::Unregistered);
+            self.discard(parked, reason);
             self.publish_depth();
         }
-        self.pending.extend(self.shared.timers.take());
-        self.pending.retain(|filed| {
+        self.take_filed();
+        // One pass over the heap per unregistration that left requests
+        // unanswered; it also drops answered deadlines on the way.
+        self.heap.retain(|filed| {
             if filed.pending.targets(&entry.state) {
                 filed.pending.resolve(RequestError::ActorNotFound);
                 false
@@ -429,6 +579,8 @@ impl Shard {
                 !filed.pending.is_done()
             }
         });
+        self.live_after_compaction = self.heap.len();
+        self.publish_timers();
     }
 
     fn gone_reason(&self) -> DeadLetterReason {
@@ -441,7 +593,7 @@ impl Shard {
 
     fn delivered(&self, entry: &Entry) {
         Counters::bump(&self.shared.counters.delivered_overflow);
-        entry.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        entry.settled(&self.shared);
     }
 
     /// Every parked message of one actor is undeliverable.
@@ -452,87 +604,126 @@ impl Shard {
         }
     }
 
-    /// A message that cannot be delivered: requests get an outcome, one-way messages
-    /// become dead letters. Either way it is no longer in flight.
+    /// A message that cannot be delivered: requests and opens get an outcome
+    /// (with their payload back), one-way messages become dead letters. Either
+    /// way it is no longer in flight.
     fn undeliverable(&self, entry: &Entry, msg: ActorMessage, reason: DeadLetterReason) {
         let outcome = match reason {
             DeadLetterReason::Shutdown => RequestError::Shutdown,
             DeadLetterReason::MailboxClosed => RequestError::MailboxClosed,
-            _ => RequestError::ActorNotFound,
+            DeadLetterReason::ShardFailed => RequestError::ShardFailed,
+            DeadLetterReason::ShardFull => RequestError::ShardFull,
+            DeadLetterReason::MailboxFull => RequestError::MailboxFull,
+            DeadLetterReason::ActorNotFound | DeadLetterReason::Unregistered => RequestError::ActorNotFound,
         };
         let channel_id = msg.channel_id();
         if let Some(data) = msg.undeliverable(outcome) {
             let letter = DeadLetter { target: entry.id, channel_id, data, reason };
             deliver_dead_letter(&self.shared.counters, self.config.dead_letters.as_ref(), letter);
         }
-        entry.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        entry.settled(&self.shared);
     }
 
     fn publish_depth(&self) {
         self.shared.counters.overflow_depth.store(self.depth, Ordering::Relaxed);
     }
 
-    /// Collects newly filed deadlines and resolves the expired ones.
-    fn sweep(&mut self) {
+    fn publish_timers(&self) {
+        self.shared.counters.pending_timers.store(self.heap.len(), Ordering::Relaxed);
+    }
+
+    /// Moves newly filed deadlines into the heap; `false` if there were none.
+    fn take_filed(&mut self) -> bool {
         let fresh = self.shared.timers.take();
         if fresh.is_empty() {
-            self.quiet_periods = self.quiet_periods.saturating_add(1);
-        } else {
+            return false;
+        }
+        for (pending, deadline) in fresh {
+            self.heap.push(Filed { pending, deadline, seq: self.next_seq });
+            self.next_seq += 1;
+        }
+        if self.next_compaction.is_none() {
+            self.next_compaction = time::now().checked_add(COMPACTION_PERIOD);
+        }
+        true
+    }
+
+    /// Collects newly filed deadlines and resolves the expired ones: O(log n) per
+    /// deadline, whatever else is pending.
+    fn sweep(&mut self) {
+        if self.take_filed() {
             self.quiet_periods = 0;
-            self.pending.extend(fresh);
+        } else {
+            self.quiet_periods = self.quiet_periods.saturating_add(1);
         }
         let now = time::now();
-        self.pending.retain(|filed| {
-            if filed.pending.is_done() {
-                false
-            } else if filed.deadline <= now {
-                filed.pending.resolve(RequestError::Timeout);
-                false
-            } else {
-                true
+        while let Some(top) = self.heap.peek() {
+            let expired = top.deadline.is_some_and(|d| d <= now);
+            if !expired && !top.pending.is_done() {
+                break;
             }
-        });
+            if let Some(filed) = self.heap.pop() {
+                if expired {
+                    filed.pending.resolve(RequestError::Timeout);
+                }
+            }
+        }
+        let grown = self.heap.len() >= 2 * self.live_after_compaction + 64;
+        if grown || self.next_compaction.is_some_and(|at| now >= at) {
+            self.compact();
+        }
+        self.publish_timers();
+    }
+
+    /// Drops the deadlines of requests and opens that already have an outcome
+    /// (answered, or abandoned by their requester). Runs when the heap has doubled
+    /// since the last compaction (so it costs O(1) per deadline, amortized), at
+    /// most [`COMPACTION_PERIOD`] after the last one while the heap is not empty,
+    /// and at a flush.
+    fn compact(&mut self) {
+        self.heap.retain(|filed| !filed.pending.is_done());
+        self.live_after_compaction = self.heap.len();
+        self.next_compaction =
+            if self.heap.is_empty() { None } else { time::now().checked_add(COMPACTION_PERIOD) };
+        self.publish_timers();
     }
 
     /// Decides how long to sleep and publishes it, so that requesters with an
     /// earlier deadline know to wake the shard.
     fn plan_sleep(&mut self) -> Option<Instant> {
-        let timers = &self.shared.timers;
         loop {
-            let earliest = self.pending.iter().map(|f| f.deadline).min();
-            let armed = !self.pending.is_empty() || self.quiet_periods < IDLE_PERIODS;
-            let wake_at = if armed {
-                let period_end = time::now() + self.config.resolution;
-                Some(earliest.map_or(period_end, |e| e.min(period_end)))
-            } else {
-                None
+            let timers = &self.shared.timers;
+            let earliest = self.heap.peek().and_then(|f| f.deadline);
+            let armed = !self.heap.is_empty() || self.quiet_periods < IDLE_PERIODS;
+            let period_end = if armed { time::now().checked_add(self.config.resolution) } else { None };
+            let wake_at = match (earliest, period_end) {
+                (Some(e), Some(p)) => Some(e.min(p)),
+                (e, p) => e.or(p),
             };
             timers.next_wake.store(wake_at.map_or(u64::MAX, |at| timers.nanos(at)), Ordering::SeqCst);
             // Anything filed before the store above is in the inbox now; anything
             // filed after it compares against the new value.
-            let fresh = timers.take();
-            if fresh.is_empty() {
+            if !self.take_filed() {
                 self.next_sweep = wake_at;
                 return wake_at;
             }
             self.quiet_periods = 0;
-            self.pending.extend(fresh);
         }
     }
 
-    /// Resolves everything the shard holds: every unresolved request gets `Shutdown`
-    /// (before any reply handle is dropped), parked and queued messages become dead
-    /// letters, queued flush tokens are released.
+    /// Resolves everything the shard holds: queued and parked messages become
+    /// dead letters (requests and opens among them resolve with `Shutdown` and
+    /// their payload), then every other unresolved request and open gets
+    /// `Shutdown`; queued flush tokens are released.
     fn stop(&mut self) {
         self.shared.closing.store(true, Ordering::SeqCst);
-        self.pending.extend(self.shared.timers.close());
-        for filed in self.pending.drain(..) {
-            filed.pending.resolve(RequestError::Shutdown);
-        }
+        let filed = self.shared.timers.close(RequestError::Shutdown);
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Cmd::Deliver { entry, msg } => self.undeliverable(&entry, msg, DeadLetterReason::Shutdown),
-                Cmd::Drain(_) | Cmd::Unregistered(_) | Cmd::Wake | Cmd::Flush(_) | Cmd::Shutdown => {}
+                Cmd::Drain(_) | Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) | Cmd::Shutdown => {}
+                #[cfg(test)]
+                Cmd::Crash => {}
             }
         }
         let parked: Vec<Overflow> = self.overflow.drain().map(|(_, o)| o).collect();
@@ -540,5 +731,12 @@ impl Shard {
             self.discard(o, DeadLetterReason::Shutdown);
         }
         self.publish_depth();
+        for (pending, _) in filed {
+            pending.resolve(RequestError::Shutdown);
+        }
+        for filed in std::mem::take(&mut self.heap) {
+            filed.pending.resolve(RequestError::Shutdown);
+        }
+        self.publish_timers();
     }
 }

@@ -17,7 +17,7 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 
-pub(crate) use lock::{Condvar, Mutex, MutexGuard};
+pub(crate) use lock::{Condvar, Mutex};
 
 /// The plain (single-owner) hash map the crate keeps inside a thread or a lock.
 /// Under loom its hasher is fixed, so that iterating it visits entries in the same
@@ -159,7 +159,14 @@ pub(crate) fn random_state() -> ahash::RandomState {
 
 /// The clock. Under loom it is a mock that models advance explicitly.
 pub(crate) mod time {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
+
+    /// The instant `timeout` from now, or `None` when that is past what an
+    /// `Instant` can hold (`Duration::MAX`): no deadline at all. Every deadline in
+    /// the crate is made here, so no `Instant + Duration` can overflow.
+    pub(crate) fn deadline_in(timeout: Duration) -> Option<Instant> {
+        now().checked_add(timeout)
+    }
 
     #[cfg(not(loom))]
     pub(crate) fn now() -> Instant {
@@ -206,15 +213,21 @@ pub(crate) mod thread {
         Ok(loom::thread::spawn(f))
     }
 
-    /// An identifier for the running thread, comparable with a handle's.
+    /// The running thread's id.
+    pub(crate) fn current_id() -> std::thread::ThreadId {
+        std::thread::current().id()
+    }
+
+    /// The id of the thread behind `handle` (`None` under loom, whose threads the
+    /// crate never needs to tell apart).
     #[cfg(not(loom))]
-    pub(crate) fn is_current(handle: &JoinHandle) -> bool {
-        handle.thread().id() == std::thread::current().id()
+    pub(crate) fn id_of(handle: &JoinHandle) -> Option<std::thread::ThreadId> {
+        Some(handle.thread().id())
     }
 
     #[cfg(loom)]
-    pub(crate) fn is_current(_handle: &JoinHandle) -> bool {
-        false
+    pub(crate) fn id_of(_handle: &JoinHandle) -> Option<std::thread::ThreadId> {
+        None
     }
 }
 
@@ -310,27 +323,45 @@ pub(crate) mod map {
 
     use super::HashMap;
 
-    /// Loom stand-in: one lock around a `HashMap`.
-    pub(crate) struct ConcurrentMap<K, V>(super::Mutex<HashMap<K, V>>);
+    /// Loom stand-in: a reader-writer lock around a `HashMap`. Lookups (`with`,
+    /// `contains`, `len`, `keys_where`) share the read lock, so two of them can
+    /// interleave inside their closures as they do under dashmap's shard read
+    /// lock; changes (`insert_new`, `remove`, `remove_if`, `with_mut`, `drain`)
+    /// take the write lock. One lock for the whole map is coarser than dashmap's
+    /// per-shard locks, which only removes interleavings between different keys
+    /// (the models use one or two keys per map).
+    pub(crate) struct ConcurrentMap<K, V>(loom::sync::RwLock<HashMap<K, V>>);
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(super::Mutex::new(HashMap::default()))
+            Self(loom::sync::RwLock::new(HashMap::default()))
         }
 
+        fn read(&self) -> loom::sync::RwLockReadGuard<'_, HashMap<K, V>> {
+            self.0.read().unwrap_or_else(|e| e.into_inner())
+        }
+
+        fn write(&self) -> loom::sync::RwLockWriteGuard<'_, HashMap<K, V>> {
+            self.0.write().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Runs `f` on the value for `key` under the read lock, passing `arg` along;
+        /// hands `arg` back if the key is absent.
         pub(crate) fn with<A, R>(&self, key: &K, arg: A, f: impl FnOnce(&V, A) -> R) -> Result<R, A> {
-            match self.0.lock().get(key) {
+            let map = self.read();
+            match map.get(key) {
                 Some(v) => Ok(f(v, arg)),
                 None => Err(arg),
             }
         }
 
         pub(crate) fn contains(&self, key: &K) -> bool {
-            self.0.lock().contains_key(key)
+            self.read().contains_key(key)
         }
 
+        /// Inserts unless present; hands the value back if the key is taken.
         pub(crate) fn insert_new(&self, key: K, value: V) -> Result<(), V> {
-            let mut map = self.0.lock();
+            let mut map = self.write();
             if map.contains_key(&key) {
                 return Err(value);
             }
@@ -339,11 +370,12 @@ pub(crate) mod map {
         }
 
         pub(crate) fn remove(&self, key: &K) -> Option<V> {
-            self.0.lock().remove(key)
+            self.write().remove(key)
         }
 
+        /// Removes `key` only if `pred` holds for its value, deciding under the lock.
         pub(crate) fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
-            let mut map = self.0.lock();
+            let mut map = self.write();
             if map.get(key).is_some_and(pred) {
                 map.remove(key)
             } else {
@@ -351,26 +383,32 @@ pub(crate) mod map {
             }
         }
 
+        /// Runs `f` on the value for `key` under the write lock.
         pub(crate) fn with_mut<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
-            self.0.lock().get_mut(key).map(f)
+            self.write().get_mut(key).map(f)
         }
 
         pub(crate) fn len(&self) -> usize {
-            self.0.lock().len()
+            self.read().len()
         }
 
+        /// Removes and returns every value (in the fixed hasher's order).
         pub(crate) fn drain(&self) -> Vec<V>
         where
             K: Clone,
         {
-            self.0.lock().drain().map(|(_, v)| v).collect()
+            // Taken out under the lock, dropped after it: a value's drop must not
+            // run while the map is locked.
+            let taken = std::mem::take(&mut *self.write());
+            taken.into_values().collect()
         }
 
+        /// Keys whose value satisfies `pred` (a snapshot; entries may change after).
         pub(crate) fn keys_where(&self, mut pred: impl FnMut(&V) -> bool) -> Vec<K>
         where
             K: Clone,
         {
-            self.0.lock().iter().filter(|(_, v)| pred(v)).map(|(k, _)| k.clone()).collect()
+            self.read().iter().filter(|(_, v)| pred(v)).map(|(k, _)| k.clone()).collect()
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::ids::Participant;
 use crate::mailbox::MailboxState;
 use crate::message::ActorMessage;
 use crate::metrics::Counters;
-use crate::shard::{Cmd, ShardHandle};
+use crate::shard::{Cmd, ShardHandle, Shared};
 use crate::sync::{chan, map::ConcurrentMap, Arc, Ordering};
 
 /// One table partition.
@@ -53,6 +53,12 @@ impl Entry {
     /// message goes straight into the mailbox and the ack is known here. Otherwise
     /// (mailbox full, or earlier messages still at the shard) the message is counted
     /// in flight and posted to the shard, behind everything posted before it.
+    ///
+    /// Two bounds apply to the slow path: `overflow_bound` messages in flight for
+    /// this actor (`MailboxFull`), and the shard's cap for all its actors together
+    /// (`ShardFull`). An `overflow_bound` of `usize::MAX` (close notices, which a
+    /// peer must receive) is never refused; such messages still count toward the
+    /// shard's cap. A failed shard refuses the slow path (`ShardFailed`).
     pub(crate) fn route(
         this: &Arc<Self>,
         msg: ActorMessage,
@@ -73,20 +79,40 @@ impl Entry {
         } else {
             msg
         };
+        if shard.shared.is_failed() {
+            return Err(SendError::new(SendErrorKind::ShardFailed, msg));
+        }
+        let shared = &shard.shared;
         if in_flight.fetch_add(1, Ordering::SeqCst) >= overflow_bound {
             in_flight.fetch_sub(1, Ordering::SeqCst);
             Counters::bump(&counters.rejected);
-            tracing::debug!(participant = %this.id, shard = shard.shared.index, "mailbox full: message rejected");
+            tracing::debug!(participant = %this.id, shard = shared.index, "mailbox full: message rejected");
             return Err(SendError::new(SendErrorKind::MailboxFull, msg));
+        }
+        if shared.parked.fetch_add(1, Ordering::SeqCst) >= shared.max_parked && overflow_bound != usize::MAX {
+            shared.parked.fetch_sub(1, Ordering::SeqCst);
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            Counters::bump(&counters.rejected);
+            tracing::debug!(participant = %this.id, shard = shared.index, "shard full: message rejected");
+            return Err(SendError::new(SendErrorKind::ShardFull, msg));
         }
         // The only command posted here is a `Deliver`, so that is all a failed
         // post can hand back.
         if let Err(chan::SendError(Cmd::Deliver { msg, .. })) =
             shard.cmd.send(Cmd::Deliver { entry: Arc::clone(this), msg })
         {
+            shared.parked.fetch_sub(1, Ordering::SeqCst);
             in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(SendError::new(SendErrorKind::Shutdown, msg));
+            let kind = if shared.is_failed() { SendErrorKind::ShardFailed } else { SendErrorKind::Shutdown };
+            return Err(SendError::new(kind, msg));
         }
         Ok(())
+    }
+
+    /// One message of this actor's that went through the shard is settled
+    /// (delivered or discarded): it is no longer in flight.
+    pub(crate) fn settled(&self, shared: &Shared) {
+        shared.parked.fetch_sub(1, Ordering::SeqCst);
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -243,6 +243,10 @@ pub enum ErrorKind {
     NotParticipant,
     /// The router has shut down.
     Shutdown,
+    /// The target's shard holds as many parked messages as it may.
+    ShardFull,
+    /// The target's shard failed.
+    ShardFailed,
     /// Something else went wrong on the server.
     Internal,
 }
@@ -263,6 +267,9 @@ impl From<SendErrorKind> for ErrorKind {
             SendErrorKind::ChannelNotFound => Self::ChannelNotFound,
             SendErrorKind::ChannelNotOpen => Self::ChannelNotOpen,
             SendErrorKind::NotParticipant => Self::NotParticipant,
+            SendErrorKind::ShardFull => Self::ShardFull,
+            SendErrorKind::ShardFailed => Self::ShardFailed,
+            SendErrorKind::ChannelOnly => Self::BadArguments,
         }
     }
 }
@@ -276,6 +283,8 @@ impl From<RequestError> for ErrorKind {
             RequestError::Timeout => Self::Timeout,
             RequestError::NoReply => Self::NoReply,
             RequestError::Shutdown => Self::Shutdown,
+            RequestError::ShardFull => Self::ShardFull,
+            RequestError::ShardFailed => Self::ShardFailed,
         }
     }
 }
@@ -293,6 +302,8 @@ impl From<ChannelError> for ErrorKind {
             ChannelError::MailboxFull => Self::MailboxFull,
             ChannelError::MailboxClosed => Self::MailboxClosed,
             ChannelError::Shutdown => Self::Shutdown,
+            ChannelError::ShardFull => Self::ShardFull,
+            ChannelError::ShardFailed => Self::ShardFailed,
         }
     }
 }

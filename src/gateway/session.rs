@@ -334,7 +334,7 @@ impl Future for Pending {
             ),
             State::Request { id, future } => Pin::new(future).poll(cx).map(|outcome| match outcome {
                 Ok(message) => Response::RequestedMessage { id: *id, message },
-                Err(e) => Response::error(e.into(), format!("request to {id}: {e}")),
+                Err(e) => Response::error(e.error().into(), format!("request to {id}: {e}")),
             }),
             State::Open { actor_id, future } => Pin::new(future).poll(cx).map(|outcome| match outcome {
                 Ok(opened) => Response::ChannelOpened {
@@ -342,7 +342,7 @@ impl Future for Pending {
                     actor_id: *actor_id,
                     response: opened.response,
                 },
-                Err(e) => Response::error(e.into(), format!("channel to {actor_id}: {e}")),
+                Err(e) => Response::error(e.error().into(), format!("channel to {actor_id}: {e}")),
             }),
         }
     }

@@ -159,7 +159,7 @@ impl DemoActor {
                 (Self::ChannelEcho, ActorMessage::ChannelOpen { reply, .. }) => {
                     let _ = reply.accept(Some(b"welcome".to_vec()));
                 }
-                (Self::ChannelEcho, ActorMessage::ChannelMessage { channel_id, data }) => {
+                (Self::ChannelEcho, ActorMessage::ChannelMessage { channel_id, data, .. }) => {
                     let _ = router.channel_send(channel_id, me, data);
                 }
                 // Everything else is dropped; a dropped channel open is a rejection.
