@@ -10,15 +10,21 @@
 //! # Guarantees
 //!
 //! * **At-most-once, never silently lost:** every message is delivered once, or its
-//!   send returns an error, or it is counted as a [`DeadLetter`].
+//!   send returns an error handing the payload back ([`SendError`],
+//!   [`RequestFailed`], [`OpenFailed`]), or it is counted as a [`DeadLetter`].
 //! * **Per-pair FIFO:** messages from one sender to one receiver arrive in the order
 //!   sent, including across overflow.
 //! * **Linearizable registration:** once [`Router::register`] returns, sends route;
-//!   once [`Router::unregister`] returns, none do.
+//!   once [`Router::unregister`] returns, none do and no answer from the actor is
+//!   accepted. Dropping an actor's last [`Mailbox`] unregisters it.
 //! * **Exactly one outcome** per request: reply, `Timeout`, `ActorNotFound`,
-//!   `NoReply` or `Shutdown` (see [`RequestError`]).
+//!   `NoReply`, `MailboxFull`, `ShardFull`, `MailboxClosed`, `ShardFailed` or
+//!   `Shutdown` (see [`RequestError`]); dropping a [`ResponseFuture`] abandons it.
 //! * **No unbounded wait:** every blocking call ends by a reply, a timeout or
-//!   shutdown.
+//!   shutdown; `Duration::MAX` means no deadline.
+//! * **Fenced user code:** a panicking dead-letter sink or waker is caught and
+//!   counted; a shard that panics in its own code is fenced, not restarted (see
+//!   [`Router::is_degraded`]).
 //!
 //! # Quick start
 //!

@@ -824,7 +824,7 @@ impl Router {
     ///     while let Ok(msg) = mailbox_b.recv() {
     ///         match msg {
     ///             ActorMessage::ChannelOpen { reply, .. } => reply.accept(Some(b"welcome".to_vec())).unwrap(),
-    ///             ActorMessage::ChannelMessage { channel_id, data } => r.channel_send(channel_id, b, data).unwrap(),
+    ///             ActorMessage::ChannelMessage { channel_id, data, .. } => r.channel_send(channel_id, b, data).unwrap(),
     ///             _ => {}
     ///         }
     ///     }
