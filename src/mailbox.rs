@@ -73,6 +73,12 @@ impl MailboxState {
         *self.link.lock() = Link::Linked { who, router };
     }
 
+    /// Undoes [`link`](Self::link) for a registration that did not take place.
+    pub(crate) fn reset_link(&self) {
+        let old = std::mem::replace(&mut *self.link.lock(), Link::Unlinked);
+        drop(old);
+    }
+
     /// Runs `f(arg)` while the registration lasts; once it has ended, hands `arg`
     /// back with the reason.
     pub(crate) fn while_registered<A, R>(

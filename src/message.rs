@@ -176,7 +176,10 @@ impl ReplyHandle {
 
 impl Drop for ReplyHandle {
     fn drop(&mut self) {
-        let _ = self.slot.answer(Err(RequestError::NoReply.into()));
+        // Answered (the common case) or otherwise settled: nothing to do.
+        if !self.slot.is_done() {
+            let _ = self.slot.answer(Err(RequestError::NoReply.into()));
+        }
     }
 }
 
@@ -277,7 +280,9 @@ impl<T> ReplySlot<T> {
     /// The waiter walked away: settles the slot, so that a later answer is
     /// refused, without waking anyone.
     pub(crate) fn abandon(&self) {
-        let _ = self.settle(Err(RequestError::NoReply.into()));
+        if !self.is_done() {
+            let _ = self.settle(Err(RequestError::NoReply.into()));
+        }
     }
 
     /// Blocks until an outcome or `deadline` (`None`: no deadline); `None` if the

@@ -270,15 +270,18 @@ impl Inner {
             return Err(RegisterError::MailboxClosed);
         }
         let state = Arc::clone(&mailbox.state);
+        // Linked before the insert: once sends can reach the mailbox, its
+        // receiver must be able to tell the shard that room appeared.
+        state.link(who, Arc::clone(self));
         let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
+            state.reset_link();
             return Err(match who {
                 Participant::Actor(id) => RegisterError::AlreadyRegistered(id),
                 Participant::External(id) => RegisterError::ExternalIdInUse(id),
             });
         }
-        state.link(who, Arc::clone(self));
         // Raced with shutdown. The insert took effect and sends may already have
         // put messages into the mailbox, so the registration succeeded; it ends
         // with the shutdown. Shutdown's table sweep may have run before the insert
@@ -290,8 +293,8 @@ impl Inner {
                 entry.state.unlink(RequestError::Shutdown);
             }
         }
-        // The last receiver went away while registering: the mailbox's drop saw no
-        // link yet, so end the registration here.
+        // The last receiver went away while registering, before the insert: its
+        // drop found nothing to remove, so end the registration here.
         if state.receivers() == 0 {
             self.mailbox_dropped(who, &state);
         }
