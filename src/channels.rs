@@ -11,12 +11,12 @@
 //! once a close has removed the entry no further message on it is delivered.
 //! Lock order: channel entry, then actor table — never the other way round.
 
-use crate::error::{ChannelError, RequestError, RequestFailed, SendErrorKind};
+use crate::error::{ChannelError, RequestFailed, SendErrorKind};
 use crate::ids::{ChannelId, Participant};
 use crate::mailbox::MailboxState;
 use crate::message::{OpenDecision, ReplySlot};
 use crate::metrics::{Counters, Striped};
-use crate::sync::{map::ConcurrentMap, Arc, AtomicU64};
+use crate::sync::{map::ConcurrentMap, Arc, AtomicBool, AtomicU64, Ordering};
 
 /// One channel.
 pub(crate) struct ChannelEntry {
@@ -84,6 +84,8 @@ pub(crate) struct ChannelCounters {
 pub(crate) struct ChannelTable {
     pub(crate) map: ConcurrentMap<ChannelId, ChannelEntry>,
     pub(crate) counters: ChannelCounters,
+    /// Set at shutdown: no open is accepted after it.
+    closed: AtomicBool,
 }
 
 /// What [`ChannelTable::settle_for_leaver`] found for one channel.
@@ -96,7 +98,7 @@ pub(crate) enum Leaving {
 
 impl ChannelTable {
     pub(crate) fn new() -> Self {
-        Self { map: ConcurrentMap::new(), counters: ChannelCounters::default() }
+        Self { map: ConcurrentMap::new(), counters: ChannelCounters::default(), closed: AtomicBool::new(false) }
     }
 
     /// Adds an opening channel.
@@ -155,11 +157,16 @@ impl ChannelTable {
         }
     }
 
-    /// Empties the table at shutdown: opening channels resolve with `Shutdown`.
+    /// Empties the table of open channels at shutdown; from here on no open is
+    /// accepted. Opening channels are left to the target's shard, which holds
+    /// every open's deadline and resolves it with `Shutdown` as it stops — after
+    /// discarding a parked `ChannelOpen`, so that its initial message is handed
+    /// back to the initiator.
     pub(crate) fn clear(&self) {
-        for entry in self.map.drain() {
-            if let Phase::Opening(open) = entry.phase {
-                let _ = open.slot.complete(Err(RequestError::Shutdown.into()));
+        self.closed.store(true, Ordering::SeqCst);
+        for channel in self.map.keys_where(ChannelEntry::is_open) {
+            if let Some(entry) = self.map.remove_if(&channel, ChannelEntry::is_open) {
+                entry.unlink(channel);
             }
         }
     }
@@ -205,7 +212,9 @@ impl OpenSlot {
                 .table
                 .map
                 .with_mut(&this.channel, |entry| match &entry.phase {
-                    Phase::Opening(open) if Arc::ptr_eq(open, this) => {
+                    // Under the entry's lock: `clear` sets `closed` before it looks
+                    // for open channels, so an accept either sees it or is seen.
+                    Phase::Opening(open) if Arc::ptr_eq(open, this) && !this.table.closed.load(Ordering::SeqCst) => {
                         entry.phase = Phase::Open {
                             initiator: Arc::clone(&this.initiator_state),
                             target: Arc::clone(&this.target_state),

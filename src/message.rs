@@ -94,20 +94,17 @@ impl ActorMessage {
     }
 
     /// What becomes of a message that can no longer be delivered: requests and
-    /// channel opens are resolved with `outcome`, handing their payload back (it
-    /// never reached the actor); one-way messages are returned as dead-letter
-    /// payload.
+    /// channel opens are resolved with `outcome`, handing their payload back to
+    /// the requester (it never reached the actor). What is returned becomes a
+    /// dead letter: a one-way message's payload, or that of a request or open
+    /// that already had an outcome (it timed out, or its requester walked away).
     pub(crate) fn undeliverable(self, outcome: RequestError) -> Option<Vec<u8>> {
         match self {
             Self::Send { data } | Self::ChannelMessage { data, .. } => Some(data),
             Self::ChannelClose { .. } => Some(Vec::new()),
-            Self::Request { data, reply } => {
-                reply.fail(RequestFailed::new(outcome, Some(data)));
-                None
-            }
+            Self::Request { data, reply } => reply.fail(RequestFailed::new(outcome, Some(data))),
             Self::ChannelOpen { initial_msg, reply, .. } => {
-                reply.fail(RequestFailed::new(outcome, Some(initial_msg)));
-                None
+                reply.fail(RequestFailed::new(outcome, Some(initial_msg)))
             }
         }
     }
@@ -169,8 +166,10 @@ impl ReplyHandle {
         self.slot.is_done() || self.slot.target.as_ref().is_some_and(|t| t.left().is_some())
     }
 
-    pub(crate) fn fail(self, failed: RequestFailed) {
-        let _ = self.slot.complete(Err(failed));
+    /// Resolves the request with `failed`; if it already had an outcome (it
+    /// timed out, or its requester walked away), hands `failed`'s payload back.
+    pub(crate) fn fail(self, failed: RequestFailed) -> Option<Vec<u8>> {
+        self.slot.complete(Err(failed)).err().and_then(|outcome| outcome.err()?.into_payload())
     }
 }
 
@@ -482,9 +481,15 @@ impl ChannelOpenReply {
         self.open.as_ref().map_or(true, |open| open.is_done())
     }
 
-    pub(crate) fn fail(mut self, failed: RequestFailed) {
-        if let Some(open) = self.open.take() {
-            OpenSlot::decide(&open, Err(failed));
+    /// Settles the open with `failed`; if it was already settled, hands
+    /// `failed`'s payload back.
+    pub(crate) fn fail(mut self, failed: RequestFailed) -> Option<Vec<u8>> {
+        let open = self.open.take()?;
+        let payload = failed.payload().map(<[u8]>::to_vec);
+        if OpenSlot::decide(&open, Err(failed)) {
+            None
+        } else {
+            payload
         }
     }
 }
