@@ -194,8 +194,9 @@ impl fmt::Debug for MailboxSender {
 /// shut down) and every message delivered before that has been taken.
 ///
 /// Dropping the last clone of a registered actor's mailbox unregisters the actor
-/// (its channels close, with the peers told; what was parked for it becomes dead
-/// letters with reason `MailboxClosed`; its unanswered requests resolve with
+/// there and then (its channels close, with the peers told; what was parked for it
+/// becomes dead letters with reason `MailboxClosed`, parked requests coming back
+/// with `MailboxClosed` and their payload; requests it had received resolve with
 /// `ActorNotFound`), as an actor whose task ended can no longer take anything.
 pub struct Mailbox {
     rx: chan::Receiver<ActorMessage>,
@@ -320,6 +321,10 @@ impl Drop for Mailbox {
         if let Some((who, router)) = linked {
             router.mailbox_dropped(who, &self.state);
         }
+        // Nobody can take what is still queued: let it go now, so that requests
+        // in it resolve at once (with the reason the registration ended) rather
+        // than when the router drops the sending half.
+        while self.rx.try_recv().is_ok() {}
     }
 }
 
