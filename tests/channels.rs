@@ -35,7 +35,7 @@ fn acceptor(router: &Router) -> ActorId {
                     b"drop" => drop(reply),
                     _ => reply.accept(Some([b"ok:".as_slice(), &initial_msg].concat())).unwrap(),
                 },
-                ActorMessage::ChannelMessage { channel_id, data } => {
+                ActorMessage::ChannelMessage { channel_id, data, .. } => {
                     let _ = r.channel_send(channel_id, id, data);
                 }
                 _ => {}
@@ -47,14 +47,14 @@ fn acceptor(router: &Router) -> ActorId {
 
 fn expect_channel_message(rx: &Mailbox, channel: ChannelId) -> Vec<u8> {
     match rx.recv_timeout(LONG).unwrap() {
-        ActorMessage::ChannelMessage { channel_id, data } if channel_id == channel => data,
+        ActorMessage::ChannelMessage { channel_id, data, .. } if channel_id == channel => data,
         other => panic!("expected a message on {channel:?}, got {other:?}"),
     }
 }
 
 fn expect_close(rx: &Mailbox, channel: ChannelId) {
     match rx.recv_timeout(LONG).unwrap() {
-        ActorMessage::ChannelClose { channel_id } if channel_id == channel => {}
+        ActorMessage::ChannelClose { channel_id, .. } if channel_id == channel => {}
         other => panic!("expected a close of {channel:?}, got {other:?}"),
     }
 }
@@ -67,8 +67,14 @@ fn open_outcomes_accept_reject_drop() {
 
     let opened = router.open_channel(a, b, b"hi".to_vec(), LONG).unwrap();
     assert_eq!(opened.response.as_deref(), Some(&b"ok:hi"[..]));
-    assert_eq!(router.open_channel(a, b, b"reject".to_vec(), LONG), Err(ChannelError::Rejected));
-    assert_eq!(router.open_channel(a, b, b"drop".to_vec(), LONG), Err(ChannelError::Rejected));
+    assert_eq!(
+        router.open_channel(a, b, b"reject".to_vec(), LONG).map_err(ChannelError::from),
+        Err(ChannelError::Rejected)
+    );
+    assert_eq!(
+        router.open_channel(a, b, b"drop".to_vec(), LONG).map_err(ChannelError::from),
+        Err(ChannelError::Rejected)
+    );
     let m = router.metrics().channels;
     assert_eq!((m.channels, m.opened, m.rejected), (1, 1, 2), "only the accepted channel stays");
 }
@@ -79,14 +85,17 @@ fn open_errors_for_missing_or_identical_participants() {
     let (a, _rx) = actor(&router);
     let ghost = ActorId::new();
     assert_eq!(
-        router.open_channel(a, ghost, vec![], LONG),
+        router.open_channel(a, ghost, vec![], LONG).map_err(ChannelError::from),
         Err(ChannelError::ParticipantNotFound(Participant::Actor(ghost)))
     );
     assert_eq!(
-        router.open_channel(ghost, a, vec![], LONG),
+        router.open_channel(ghost, a, vec![], LONG).map_err(ChannelError::from),
         Err(ChannelError::ParticipantNotFound(Participant::Actor(ghost)))
     );
-    assert_eq!(router.open_channel(a, a, vec![], LONG), Err(ChannelError::SameParticipant));
+    assert_eq!(
+        router.open_channel(a, a, vec![], LONG).map_err(ChannelError::from),
+        Err(ChannelError::SameParticipant)
+    );
     assert_eq!(router.metrics().channels.channels, 0);
 }
 
@@ -95,7 +104,10 @@ fn open_times_out_and_a_late_accept_fails() {
     let router = router();
     let (a, _rx_a) = actor(&router);
     let (b, rx_b) = actor(&router);
-    assert_eq!(router.open_channel(a, b, vec![], Duration::from_millis(30)), Err(ChannelError::Timeout));
+    assert_eq!(
+        router.open_channel(a, b, vec![], Duration::from_millis(30)).map_err(ChannelError::from),
+        Err(ChannelError::Timeout)
+    );
     let ActorMessage::ChannelOpen { reply, channel_id, .. } = rx_b.recv().unwrap() else {
         panic!("expected open")
     };
@@ -109,7 +121,7 @@ fn open_times_out_and_a_late_accept_fails() {
 
     // Async: the target's shard keeps the deadline.
     let fut = router.open_channel_async(a, b, vec![], Duration::from_millis(30));
-    assert_eq!(futures_executor::block_on(fut), Err(ChannelError::Timeout));
+    assert_eq!(futures_executor::block_on(fut).map_err(ChannelError::from), Err(ChannelError::Timeout));
     router.flush();
     assert_eq!(router.metrics().channels.channels, 0);
 }
@@ -124,7 +136,10 @@ fn target_unregistering_while_opening_resolves_the_open() {
     let open = rx_b.recv_timeout(LONG).unwrap();
     assert!(matches!(open, ActorMessage::ChannelOpen { .. }));
     router.unregister(b).unwrap();
-    assert_eq!(opener.join().unwrap(), Err(ChannelError::ParticipantNotFound(Participant::Actor(b))));
+    assert_eq!(
+        opener.join().unwrap().map_err(ChannelError::from),
+        Err(ChannelError::ParticipantNotFound(Participant::Actor(b)))
+    );
     let ActorMessage::ChannelOpen { reply, .. } = open else { unreachable!() };
     assert_eq!(reply.accept(None), Err(ChannelError::ChannelNotFound));
     assert_eq!(router.metrics().channels.channels, 0);
@@ -141,10 +156,13 @@ fn shutdown_while_opening_resolves_with_shutdown() {
     let first = rx_b.recv_timeout(LONG).unwrap();
     let second = rx_b.recv_timeout(LONG).unwrap();
     router.shutdown();
-    assert_eq!(opener.join().unwrap(), Err(ChannelError::Shutdown));
-    assert_eq!(futures_executor::block_on(fut), Err(ChannelError::Shutdown));
+    assert_eq!(opener.join().unwrap().map_err(ChannelError::from), Err(ChannelError::Shutdown));
+    assert_eq!(futures_executor::block_on(fut).map_err(ChannelError::from), Err(ChannelError::Shutdown));
     drop((first, second));
-    assert_eq!(router.open_channel(a, b, vec![], LONG), Err(ChannelError::Shutdown));
+    assert_eq!(
+        router.open_channel(a, b, vec![], LONG).map_err(ChannelError::from),
+        Err(ChannelError::Shutdown)
+    );
 }
 
 #[test]
@@ -267,7 +285,7 @@ fn unregistering_an_actor_with_1000_channels_closes_all_and_notifies_every_peer(
         let mut closed = Vec::new();
         for _ in 0..opened[peer].len() {
             match rx.recv_timeout(LONG).unwrap() {
-                ActorMessage::ChannelClose { channel_id } => closed.push(channel_id),
+                ActorMessage::ChannelClose { channel_id, .. } => closed.push(channel_id),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -294,13 +312,13 @@ fn concurrent_open_message_close_loses_and_duplicates_nothing() {
             let msg = rx.recv_timeout(LONG).expect("every channel is closed in time");
             match msg {
                 ActorMessage::ChannelOpen { reply, .. } => reply.accept(None).unwrap(),
-                ActorMessage::ChannelMessage { channel_id, data } => {
+                ActorMessage::ChannelMessage { channel_id, data, .. } => {
                     let entry = seen.entry(channel_id).or_default();
                     assert!(!entry.1, "message after close");
                     assert_eq!(data, entry.0.to_le_bytes(), "in order, no gaps, no duplicates");
                     entry.0 += 1;
                 }
-                ActorMessage::ChannelClose { channel_id } => {
+                ActorMessage::ChannelClose { channel_id, .. } => {
                     let entry = seen.entry(channel_id).or_default();
                     assert!(!entry.1, "closed twice");
                     entry.1 = true;
@@ -461,7 +479,7 @@ fn an_open_whose_initiator_leaves_names_the_initiator() {
     let (b, mailbox_b) = actor(&router);
     let open = router.open_channel_async(a, b, b"hi".to_vec(), LONG);
     router.unregister(a).unwrap();
-    let outcome = futures_executor::block_on(open);
+    let outcome = futures_executor::block_on(open).map_err(ChannelError::from);
     assert_eq!(outcome, Err(ChannelError::ParticipantNotFound(Participant::Actor(a))));
     // The target still gets the request, already settled.
     match mailbox_b.recv_timeout(LONG).unwrap() {

@@ -306,12 +306,21 @@ fn request_outcomes() {
     let router = Router::builder().shards(2).build().unwrap();
     let id = spawn_answering_actor(&router);
     assert_eq!(router.request(id, b"a".to_vec(), LONG).unwrap(), b"re:a");
-    assert_eq!(router.request(id, b"drop".to_vec(), LONG), Err(RequestError::NoReply));
-    assert_eq!(router.request(id, b"ignore".to_vec(), Duration::from_millis(30)), Err(RequestError::Timeout));
-    assert_eq!(router.request(ActorId::new(), vec![], LONG), Err(RequestError::ActorNotFound));
+    assert_eq!(
+        router.request(id, b"drop".to_vec(), LONG).map_err(RequestError::from),
+        Err(RequestError::NoReply)
+    );
+    assert_eq!(
+        router.request(id, b"ignore".to_vec(), Duration::from_millis(30)).map_err(RequestError::from),
+        Err(RequestError::Timeout)
+    );
+    assert_eq!(
+        router.request(ActorId::new(), vec![], LONG).map_err(RequestError::from),
+        Err(RequestError::ActorNotFound)
+    );
     // Async, on a plain executor: the shard keeps the deadline.
     let fut = router.request_async(id, b"ignore".to_vec(), Duration::from_millis(30));
-    assert_eq!(futures_executor::block_on(fut), Err(RequestError::Timeout));
+    assert_eq!(futures_executor::block_on(fut).map_err(RequestError::from), Err(RequestError::Timeout));
     let fut = router.request_async(id, b"b".to_vec(), LONG);
     assert_eq!(futures_executor::block_on(fut).unwrap(), b"re:b");
 }
@@ -329,7 +338,7 @@ fn request_to_an_actor_that_unregisters_mid_request_gets_actor_not_found() {
         panic!("expected a request")
     };
     router.unregister(id).unwrap();
-    assert_eq!(requester.join().unwrap(), Err(RequestError::ActorNotFound));
+    assert_eq!(requester.join().unwrap().map_err(RequestError::from), Err(RequestError::ActorNotFound));
     assert_eq!(reply.reply(b"late".to_vec()), Err(b"late".to_vec()));
 }
 
@@ -342,7 +351,7 @@ fn async_request_resolves_when_the_target_unregisters() {
     let fut = router.request_async(id, vec![], LONG);
     let msg = rx.recv_timeout(LONG).unwrap();
     router.unregister(id).unwrap();
-    assert_eq!(futures_executor::block_on(fut), Err(RequestError::ActorNotFound));
+    assert_eq!(futures_executor::block_on(fut).map_err(RequestError::from), Err(RequestError::ActorNotFound));
     drop(msg);
 }
 
@@ -358,11 +367,14 @@ fn shutdown_mid_request_resolves_with_shutdown() {
     let first = rx.recv_timeout(LONG).unwrap();
     let second = rx.recv_timeout(LONG).unwrap();
     router.shutdown();
-    assert_eq!(sync_req.join().unwrap(), Err(RequestError::Shutdown));
-    assert_eq!(futures_executor::block_on(async_req), Err(RequestError::Shutdown));
+    assert_eq!(sync_req.join().unwrap().map_err(RequestError::from), Err(RequestError::Shutdown));
+    assert_eq!(
+        futures_executor::block_on(async_req).map_err(RequestError::from),
+        Err(RequestError::Shutdown)
+    );
     drop((first, second));
     // Everything after shutdown says so.
-    assert_eq!(router.request(id, vec![], LONG), Err(RequestError::Shutdown));
+    assert_eq!(router.request(id, vec![], LONG).map_err(RequestError::from), Err(RequestError::Shutdown));
     assert_eq!(router.send(id, vec![]).unwrap_err().kind(), SendErrorKind::Shutdown);
     let (tx, _rx) = router.mailbox();
     assert_eq!(router.register(ActorId::new(), tx), Err(RegisterError::Shutdown));
@@ -472,6 +484,9 @@ fn async_registration_and_receive() {
 
 #[test]
 fn shutdown_resolves_requests_queued_in_a_dropped_mailbox() {
+    // A request whose reply handle is dropped with the mailbox's queue gets the
+    // router's outcome, never `NoReply`. Dropping the last mailbox unregisters the
+    // actor, so that outcome is `ActorNotFound`, and a later shutdown keeps it.
     let router = Router::builder().shards(1).build().unwrap();
     let (tx, mailbox) = router.mailbox();
     let id = ActorId::new();
@@ -479,7 +494,26 @@ fn shutdown_resolves_requests_queued_in_a_dropped_mailbox() {
     let pending = router.request_async(id, b"q".to_vec(), LONG);
     drop(mailbox);
     router.shutdown();
-    assert_eq!(futures_executor::block_on(pending), Err(RequestError::Shutdown));
+    assert_eq!(
+        futures_executor::block_on(pending).map_err(RequestError::from),
+        Err(RequestError::ActorNotFound)
+    );
+
+    // The mailbox dropped while the router shuts down: one of the router's outcomes.
+    for _ in 0..50 {
+        let router = Router::builder().shards(1).build().unwrap();
+        let (tx, mailbox) = router.mailbox();
+        let id = ActorId::new();
+        router.register(id, tx).unwrap();
+        let pending = router.request_async(id, b"q".to_vec(), LONG);
+        let dropper = thread::spawn(move || drop(mailbox));
+        router.shutdown();
+        dropper.join().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || tx.send(futures_executor::block_on(pending).map_err(RequestError::from)));
+        let outcome = rx.recv_timeout(LONG).expect("the request resolves");
+        assert!(matches!(outcome, Err(RequestError::ActorNotFound | RequestError::Shutdown)), "{outcome:?}");
+    }
 }
 
 #[test]

@@ -83,13 +83,13 @@ async fn fixture(config: ServerConfig) -> Fixture {
                         let _ = reply.accept(Some(b"welcome".to_vec()));
                     }
                 }
-                ActorMessage::ChannelMessage { channel_id, data } if data == b"close" => {
+                ActorMessage::ChannelMessage { channel_id, data, .. } if data == b"close" => {
                     let _ = r.close_channel(channel_id, me);
                 }
-                ActorMessage::ChannelMessage { channel_id, data } => {
+                ActorMessage::ChannelMessage { channel_id, data, .. } => {
                     let _ = r.channel_send(channel_id, me, data);
                 }
-                ActorMessage::ChannelClose { channel_id } => {
+                ActorMessage::ChannelClose { channel_id, .. } => {
                     let _ = closes_tx.send(channel_id);
                 }
                 ActorMessage::Request { data, reply } => {
@@ -542,7 +542,11 @@ async fn channel_opens_from_actors_to_clients_are_rejected() {
         let c = c.clone();
         tokio::spawn(async move { c.open_channel(actor, vec![]).await })
     };
-    let msg = tokio::task::spawn_blocking(move || mailbox.recv_timeout(WAIT)).await.unwrap().unwrap();
+    // The mailbox comes back with the message: dropping the last one would
+    // unregister the actor.
+    let (msg, _mailbox) =
+        tokio::task::spawn_blocking(move || (mailbox.recv_timeout(WAIT), mailbox)).await.unwrap();
+    let msg = msg.unwrap();
     let ActorMessage::ChannelOpen { initiator, reply, .. } = msg else {
         panic!("expected an open, got {msg:?}")
     };
@@ -551,5 +555,47 @@ async fn channel_opens_from_actors_to_clients_are_rejected() {
     within("open", opening).await.unwrap().unwrap();
     let router = f.router.clone();
     let back = tokio::task::spawn_blocking(move || router.open_channel(actor, initiator, vec![], WAIT));
-    assert_eq!(within("open back", back).await.unwrap(), Err(sharded_router::ChannelError::Rejected));
+    assert_eq!(
+        within("open back", back).await.unwrap().map_err(sharded_router::ChannelError::from),
+        Err(sharded_router::ChannelError::Rejected)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abrupt_disconnect_abandons_a_held_request() {
+    let f = fixture(ServerConfig::default()).await;
+    // An actor that keeps the request without answering, and lets the test see it.
+    let (tx, mailbox) = f.router.mailbox();
+    let holder = ActorId::new();
+    f.router.register(holder, tx).unwrap();
+
+    let mut raw = Raw::connect(f.addr).await;
+    raw.send(&format!(
+        r#"{{"request_id":1,"command":{{"RequestActorMessage":{{"id":"{holder}","data":"held","timeout_ms":60000}}}}}}"#
+    ))
+    .await;
+    let (msg, mailbox) =
+        tokio::task::spawn_blocking(move || (mailbox.recv_timeout(WAIT), mailbox)).await.unwrap();
+    let ActorMessage::Request { data, reply } = msg.expect("the request reaches the actor") else {
+        panic!("expected a request")
+    };
+    assert_eq!(data, b"held");
+    assert!(!reply.is_resolved(), "nobody has answered yet");
+    assert_eq!(f.router.metrics().total().registered_actors, 6, "four actors, the holder, the client");
+
+    // The client vanishes: no close frame, the socket is reset.
+    let stream = raw.framed.into_inner();
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+
+    eventually("the held request to be abandoned", || reply.is_resolved()).await;
+    assert_eq!(reply.reply(b"too late".to_vec()), Err(b"too late".to_vec()));
+    eventually("the client's endpoint detached", || f.router.metrics().total().registered_actors == 5).await;
+    f.router.flush();
+    eventually("the request's deadline freed", || {
+        f.router.flush();
+        f.router.metrics().shards.iter().map(|s| s.pending_timers).sum::<usize>() == 0
+    })
+    .await;
+    drop(mailbox);
 }
