@@ -494,6 +494,8 @@ impl Router {
     ///
     /// # Errors
     /// [`RegisterError::AlreadyRegistered`] if `id` is taken;
+    /// [`RegisterError::MailboxClosed`] if every [`Mailbox`] of the pair was
+    /// already dropped; [`RegisterError::ShardFailed`] if `id`'s shard failed;
     /// [`RegisterError::Shutdown`] after shutdown. A registration racing
     /// [`shutdown`](Self::shutdown) may succeed; its mailbox then disconnects
     /// like every other.
@@ -680,7 +682,8 @@ impl Router {
     ///
     /// # Errors
     /// `Timeout` after `timeout`; `NoReply` if the actor dropped the reply handle;
-    /// `ActorNotFound` if it is not registered or unregisters before replying;
+    /// `ActorNotFound` if it is not registered or unregisters before replying
+    /// (the shard resolves it right after the unregistration);
     /// `MailboxFull`, `ShardFull`, `MailboxClosed`; `ShardFailed`; `Shutdown`.
     pub fn request(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, RequestFailed> {
         let deadline = time::deadline_in(timeout);
@@ -715,7 +718,8 @@ impl Router {
     /// it arrive in `mailbox`.
     ///
     /// # Errors
-    /// [`RegisterError::Shutdown`] after shutdown.
+    /// [`RegisterError::Shutdown`] after shutdown; `MailboxClosed` and
+    /// `ShardFailed` as for [`register`](Self::register).
     pub fn attach_external(&self, mailbox: MailboxSender) -> Result<ExternalId, RegisterError> {
         let id = ExternalId::new();
         self.inner.add(Participant::External(id), mailbox)?;
