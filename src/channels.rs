@@ -98,7 +98,11 @@ pub(crate) enum Leaving {
 
 impl ChannelTable {
     pub(crate) fn new() -> Self {
-        Self { map: ConcurrentMap::new(), counters: ChannelCounters::default(), closed: AtomicBool::new(false) }
+        Self {
+            map: ConcurrentMap::new(),
+            counters: ChannelCounters::default(),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// Adds an opening channel.
@@ -214,7 +218,9 @@ impl OpenSlot {
                 .with_mut(&this.channel, |entry| match &entry.phase {
                     // Under the entry's lock: `clear` sets `closed` before it looks
                     // for open channels, so an accept either sees it or is seen.
-                    Phase::Opening(open) if Arc::ptr_eq(open, this) && !this.table.closed.load(Ordering::SeqCst) => {
+                    Phase::Opening(open)
+                        if Arc::ptr_eq(open, this) && !this.table.closed.load(Ordering::SeqCst) =>
+                    {
                         entry.phase = Phase::Open {
                             initiator: Arc::clone(&this.initiator_state),
                             target: Arc::clone(&this.target_state),
