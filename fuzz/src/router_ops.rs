@@ -5,10 +5,11 @@
 //! [`PARK`] per actor, so overflow is reached after a few sends) and against a
 //! plain sequential model of what the router promises. After every op the driver
 //! calls [`Router::flush`], so everything the shards were handed has been acted
-//! on, and then compares: the op's result (success or the error kind), the
-//! outcome of every request and channel open still being waited on, how many
-//! messages each mailbox holds, the dead letters, and a few metrics. Messages
-//! are compared one by one, in order, when an op consumes them.
+//! on, and then compares: the op's result (success or the error kind, and the
+//! payload handed back), the outcome of every request and channel open still
+//! being waited on (with the payload or initial message a failure hands back),
+//! how many messages each mailbox holds, the dead letters, and a few metrics.
+//! Messages are compared one by one, in order, when an op consumes them.
 //!
 //! What is deterministic after `flush`: the harness is the only thread that
 //! sends or receives, so whether a message went straight into a mailbox or was
@@ -18,11 +19,24 @@
 //! one message before the next flush. Requests and channel opens are driven with
 //! `request_async` / `open_channel_async` futures polled by hand; the target
 //! resolves them by acting on its mailbox message (reply, drop, accept, reject),
-//! or later through a held handle. A "short" request or open uses a 1 ms
-//! timeout, and the driver waits (bounded) until the shard's deadline resolves
-//! it, so the timeout always wins; at most [`MAX_TIMED`] such ops run per input.
-//! The one order the router leaves open is that of the `ChannelClose` notices one
-//! unregistration sends to one peer; the model accepts them in any order.
+//! or later through a held handle, and the harness may drop (abandon) a pending
+//! future. A "short" request or open uses a 1 ms timeout, and the driver waits
+//! (bounded) until the shard's deadline resolves it, so the timeout always wins;
+//! at most [`MAX_TIMED`] such ops run per input. Others use a long timeout or
+//! `Duration::MAX` (no deadline), which behave alike here. The one order the
+//! router leaves open is that of the `ChannelClose` notices one unregistration
+//! sends to one peer; the model accepts them in any order.
+//!
+//! Dropping a registered participant's only [`Mailbox`] unregisters (detaches)
+//! it at once, as `unregister` would, except that its parked messages become
+//! dead letters with reason `MailboxClosed`. A leaving participant's opening
+//! channels are settled before its parked messages are discarded, so an open
+//! still parked for it fails without its initial message, which becomes a dead
+//! letter; so does the payload of any parked request or open that already had
+//! an outcome (timed out or abandoned) when the shard discards it (unregister,
+//! dropped mailbox, shutdown). [`Op::ShutdownRace`] calls
+//! `shutdown` from several threads at once and checks, in each thread as soon as
+//! its call returns, that everything is already resolved.
 //!
 //! This file is shared by the `router_ops` fuzz target and the stable corpus
 //! replay test at the repository root (`tests/fuzz_corpus.rs`), so it depends on
@@ -32,15 +46,16 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use sharded_router::{
     ActorId, ActorMessage, ChannelError, ChannelId, ChannelOpenReply, DeadLetter, DeadLetterReason,
-    ExternalId, Mailbox, OpenFuture, OverflowPolicy, Participant, RegisterError, ReplyHandle, RequestError,
-    ResponseFuture, Router, SendErrorKind, TryRecvError, UnregisterError,
+    ExternalId, Mailbox, OpenFailed, OpenFuture, OpenedChannel, OverflowPolicy, Participant, RegisterError,
+    ReplyHandle, RequestError, RequestFailed, ResponseFuture, Router, SendErrorKind, TryRecvError,
+    UnregisterError,
 };
 
 /// Actor ids in the pool; fuzz indices are taken modulo this.
@@ -78,6 +93,18 @@ pub enum Answer {
     Hold,
 }
 
+/// The timeout of a request or channel open.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// An hour: never reached during a run.
+    Long,
+    /// 1 ms, and the driver waits for the deadline to fire (at most
+    /// [`MAX_TIMED`] per input; later ones use `Long`).
+    Short,
+    /// `Duration::MAX`: no deadline at all.
+    Max,
+}
+
 /// One step of a fuzz input. Indices are reduced modulo the pool they pick from.
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -101,12 +128,12 @@ pub enum Op {
         /// Actor slot.
         to: u8,
     },
-    /// `request_async`; `short` uses a 1 ms timeout and waits for it to fire.
+    /// `request_async`.
     Request {
         /// Actor slot.
         to: u8,
-        /// Use the short timeout.
-        short: bool,
+        /// Its timeout.
+        wait: Wait,
     },
     /// Take one message from a participant's mailbox and act on it.
     Consume {
@@ -128,8 +155,8 @@ pub enum Op {
         from: u8,
         /// Target slot.
         to: u8,
-        /// Use the short timeout.
-        short: bool,
+        /// Its timeout.
+        wait: Wait,
     },
     /// `channel_send` on a channel whose id is known.
     ChannelSend {
@@ -155,13 +182,35 @@ pub enum Op {
         /// Endpoint slot.
         external: u8,
     },
-    /// Drop a participant's receiving half.
+    /// Drop a participant's receiving half (its only one): a registered
+    /// participant leaves at once.
     DropMailbox {
         /// Participant slot.
         who: u8,
     },
     /// `shutdown`.
     Shutdown,
+    /// Drop the future of a request that has no outcome yet (abandon it).
+    AbandonRequest {
+        /// Index into the pending requests.
+        pending: u8,
+    },
+    /// Drop the future of a channel open that has no outcome yet (abandon it).
+    AbandonOpen {
+        /// Index into the pending opens.
+        pending: u8,
+    },
+    /// `shutdown` from 2 to 4 threads at once.
+    ShutdownRace {
+        /// Threads: 2 + this modulo 3.
+        threads: u8,
+    },
+    /// `register` (actor slot) or `attach_external` (endpoint slot) with a
+    /// sending half whose receiving half was already dropped.
+    RegisterClosed {
+        /// Participant slot.
+        who: u8,
+    },
 }
 
 /// Decodes an input exactly as the fuzz target does.
@@ -172,6 +221,9 @@ pub fn decode(bytes: &[u8]) -> arbitrary::Result<Vec<Op>> {
     Vec::<Op>::arbitrary_take_rest(Unstructured::new(bytes))
 }
 
+/// Variants of [`Op`], for [`encode`].
+const OP_VARIANTS: u64 = 18;
+
 /// The bytes that [`decode`] turns into `ops`, for writing seed inputs.
 #[must_use]
 pub fn encode(ops: &[Op]) -> Vec<u8> {
@@ -179,6 +231,9 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
         // The derive picks variant `(u32 * count) >> 32`.
         let x = (index << 32).div_ceil(count);
         out.extend_from_slice(&u32::try_from(x).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    fn op(out: &mut Vec<u8>, index: u64) {
+        tag(out, index, OP_VARIANTS);
     }
     fn answer(out: &mut Vec<u8>, a: Answer) {
         let index = match a {
@@ -190,77 +245,112 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
         };
         tag(out, index, 5);
     }
+    fn wait(out: &mut Vec<u8>, w: Wait) {
+        let index = match w {
+            Wait::Long => 0,
+            Wait::Short => 1,
+            Wait::Max => 2,
+        };
+        tag(out, index, 3);
+    }
     let mut out = Vec::new();
-    for op in ops {
+    for o in ops {
         out.push(1); // "another element follows"
-        match *op {
+        match *o {
             Op::Register { actor } => {
-                tag(&mut out, 0, 14);
+                op(&mut out, 0);
                 out.push(actor);
             }
             Op::Unregister { actor } => {
-                tag(&mut out, 1, 14);
+                op(&mut out, 1);
                 out.push(actor);
             }
             Op::Send { to } => {
-                tag(&mut out, 2, 14);
+                op(&mut out, 2);
                 out.push(to);
             }
             Op::Tell { to } => {
-                tag(&mut out, 3, 14);
+                op(&mut out, 3);
                 out.push(to);
             }
-            Op::Request { to, short } => {
-                tag(&mut out, 4, 14);
-                out.extend([to, u8::from(short)]);
+            Op::Request { to, wait: w } => {
+                op(&mut out, 4);
+                out.push(to);
+                wait(&mut out, w);
             }
             Op::Consume { who, answer: a } => {
-                tag(&mut out, 5, 14);
+                op(&mut out, 5);
                 out.push(who);
                 answer(&mut out, a);
             }
             Op::Resolve { held, answer: a } => {
-                tag(&mut out, 6, 14);
+                op(&mut out, 6);
                 out.push(held);
                 answer(&mut out, a);
             }
-            Op::Open { from, to, short } => {
-                tag(&mut out, 7, 14);
-                out.extend([from, to, u8::from(short)]);
+            Op::Open { from, to, wait: w } => {
+                op(&mut out, 7);
+                out.extend([from, to]);
+                wait(&mut out, w);
             }
             Op::ChannelSend { channel, from } => {
-                tag(&mut out, 8, 14);
+                op(&mut out, 8);
                 out.extend([channel, from]);
             }
             Op::Close { channel, from } => {
-                tag(&mut out, 9, 14);
+                op(&mut out, 9);
                 out.extend([channel, from]);
             }
             Op::Attach { external } => {
-                tag(&mut out, 10, 14);
+                op(&mut out, 10);
                 out.push(external);
             }
             Op::Detach { external } => {
-                tag(&mut out, 11, 14);
+                op(&mut out, 11);
                 out.push(external);
             }
             Op::DropMailbox { who } => {
-                tag(&mut out, 12, 14);
+                op(&mut out, 12);
                 out.push(who);
             }
-            Op::Shutdown => tag(&mut out, 13, 14),
+            Op::Shutdown => op(&mut out, 13),
+            Op::AbandonRequest { pending } => {
+                op(&mut out, 14);
+                out.push(pending);
+            }
+            Op::AbandonOpen { pending } => {
+                op(&mut out, 15);
+                out.push(pending);
+            }
+            Op::ShutdownRace { threads } => {
+                op(&mut out, 16);
+                out.push(threads);
+            }
+            Op::RegisterClosed { who } => {
+                op(&mut out, 17);
+                out.push(who);
+            }
         }
     }
     out.push(0);
     out
 }
 
+/// The router's configuration for an input: one or two shards, and a timer
+/// resolution of 1 ms or `Duration::MAX`, both from the number of ops.
+#[must_use]
+pub fn config(ops: &[Op]) -> (usize, Duration) {
+    let n = ops.len().min(MAX_OPS);
+    let resolution = if (n / 2) % 2 == 1 { Duration::MAX } else { TIMER_RESOLUTION };
+    (1 + n % 2, resolution)
+}
+
 /// Runs `ops` against a real router and the model; panics on the first
 /// difference, naming the op and what differed.
 pub fn run(ops: &[Op]) {
     let ops = &ops[..ops.len().min(MAX_OPS)];
-    let shards = 1 + ops.len() % 2;
-    let mut h = Harness::new(shards);
+    let (shards, resolution) = config(ops);
+    let mut h = Harness::new(shards, resolution);
     for (i, op) in ops.iter().enumerate() {
         h.step = i;
         h.apply(*op);
@@ -308,19 +398,22 @@ struct Endpoint {
     registered: bool,
     epoch: u64,
     rx: Option<Mailbox>,
-    /// The receiving half was dropped during the current registration.
-    rx_dropped: bool,
     /// What the mailbox queue holds.
     mailbox: VecDeque<Expect>,
     /// What is in flight through the shard, in order.
     parked: VecDeque<Expect>,
 }
 
+/// A request's outcome: the reply, or the error and the payload handed back.
+type ReqOutcome = Result<Vec<u8>, (RequestError, Option<Vec<u8>>)>;
+/// An open's outcome: the response, or the error and the initial message handed back.
+type OpenOutcome = Result<Option<Vec<u8>>, (ChannelError, Option<Vec<u8>>)>;
+
 struct Req {
     seq: u32,
     target: usize,
     epoch: u64,
-    outcome: Option<Result<Vec<u8>, RequestError>>,
+    outcome: Option<ReqOutcome>,
     fut: Option<ResponseFuture>,
 }
 
@@ -330,7 +423,7 @@ struct Chan {
     target: (usize, Participant),
     phase: Phase,
     real: Option<ChannelId>,
-    outcome: Option<Result<Option<Vec<u8>>, ChannelError>>,
+    outcome: Option<OpenOutcome>,
     fut: Option<OpenFuture>,
     /// The group of the close notice sent for this channel (0: none yet).
     close_group: u64,
@@ -342,6 +435,10 @@ enum Held {
 }
 
 type Letter = (Participant, Option<u128>, Vec<u8>, String);
+
+/// A pending future during [`Op::ShutdownRace`]: its index, the future, and its
+/// output once a thread has seen it ready.
+type Racing<F> = (usize, F, Option<<F as Future>::Output>);
 
 struct NoopWake;
 
@@ -369,6 +466,8 @@ fn wait_ready<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
     }
 }
 
+/// What a request parked at the shard resolves with when the shard gives up on
+/// it for `reason`.
 fn request_error(reason: DeadLetterReason) -> RequestError {
     match reason {
         DeadLetterReason::Shutdown => RequestError::Shutdown,
@@ -397,6 +496,26 @@ fn request_error_of(kind: SendErrorKind) -> RequestError {
     }
 }
 
+fn same_request(got: &Result<Vec<u8>, RequestFailed>, want: Option<&ReqOutcome>) -> bool {
+    match (got, want) {
+        (Ok(data), Some(Ok(want))) => data == want,
+        (Err(e), Some(Err((error, data)))) => e.error() == *error && e.payload() == data.as_deref(),
+        _ => false,
+    }
+}
+
+fn same_open(
+    got: &Result<OpenedChannel, OpenFailed>,
+    real: Option<ChannelId>,
+    want: Option<&OpenOutcome>,
+) -> bool {
+    match (got, want) {
+        (Ok(opened), Some(Ok(response))) => Some(opened.id) == real && opened.response == *response,
+        (Err(e), Some(Err((error, initial)))) => e.error() == *error && e.initial_msg() == initial.as_deref(),
+        _ => false,
+    }
+}
+
 struct Harness {
     router: Router,
     letters: Arc<Mutex<Vec<DeadLetter>>>,
@@ -415,14 +534,14 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(shards: usize) -> Self {
+    fn new(shards: usize, resolution: Duration) -> Self {
         let letters = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&letters);
         let router = Router::builder()
             .shards(shards)
             .mailbox_capacity(CAPACITY)
             .overflow(OverflowPolicy::Park { max_per_actor: PARK })
-            .timer_resolution(TIMER_RESOLUTION)
+            .timer_resolution(resolution)
             .thread_name("fuzz-shard")
             .on_dead_letter(move |letter| sink.lock().unwrap_or_else(|e| e.into_inner()).push(letter))
             .build()
@@ -438,7 +557,6 @@ impl Harness {
                 registered: false,
                 epoch: 0,
                 rx: None,
-                rx_dropped: false,
                 mailbox: VecDeque::new(),
                 parked: VecDeque::new(),
             })
@@ -447,7 +565,7 @@ impl Harness {
             router,
             letters,
             step: 0,
-            log: format!("shards: {shards}\n"),
+            log: format!("shards: {shards}, timer resolution: {resolution:?}\n"),
             shut: false,
             eps,
             reqs: Vec::new(),
@@ -499,31 +617,22 @@ impl Harness {
         if !ep.registered {
             return Err(SendErrorKind::ActorNotFound);
         }
-        if ep.parked.is_empty() {
-            if ep.rx_dropped {
-                return Err(SendErrorKind::MailboxClosed);
-            }
-            if ep.mailbox.len() < CAPACITY {
-                ep.mailbox.push_back(msg);
-                return Ok(());
-            }
+        if ep.parked.is_empty() && ep.mailbox.len() < CAPACITY {
+            ep.mailbox.push_back(msg);
+            return Ok(());
         }
         if ep.parked.len() >= bound {
             return Err(SendErrorKind::MailboxFull);
         }
         ep.parked.push_back(msg);
-        if ep.rx_dropped {
-            // The shard tries the queue, finds the mailbox closed, and gives up
-            // on everything parked.
-            let all: Vec<Expect> = ep.parked.drain(..).collect();
-            for m in all {
-                self.undeliverable(slot, m, DeadLetterReason::MailboxClosed);
-            }
-        }
         Ok(())
     }
 
-    /// A message that can no longer be delivered.
+    /// A parked message the shard gives up on: one-way messages become dead
+    /// letters; requests and opens fail, handing their payload back (it never
+    /// reached the mailbox). A request or open that already had an outcome (timed
+    /// out, abandoned, or an open settled because a participant left) cannot take
+    /// it back: its payload becomes a dead letter with `reason`.
     fn undeliverable(&mut self, slot: usize, msg: Expect, reason: DeadLetterReason) {
         let target = self.eps[slot].pid;
         match msg {
@@ -531,16 +640,28 @@ impl Harness {
             Expect::ChannelMessage(c, seq) => self.dead.push((target, Some(c), payload(seq), reason)),
             Expect::Close(c, _) => self.dead.push((target, Some(c), Vec::new(), reason)),
             Expect::Request(r) => {
-                self.resolve_request(r, Err(request_error(reason)));
+                let data = payload(self.reqs[r].seq);
+                if !self.resolve_request(r, Err((request_error(reason), Some(data.clone())))) {
+                    self.dead.push((target, None, data, reason));
+                }
             }
             Expect::Open(c) => {
-                let t = self.chans[c].target.1;
-                self.decide(c, Err(open_error(request_error(reason), t)));
+                // Only shutdown reaches a parked open that is still opening: a
+                // leaving target settles its opens first (see `leave`).
+                let error = match reason {
+                    DeadLetterReason::Shutdown => ChannelError::Shutdown,
+                    _ => ChannelError::ParticipantNotFound(self.chans[c].target.1),
+                };
+                let initial = payload(self.chans[c].seq);
+                if !self.decide(c, Err((error, Some(initial.clone())))) {
+                    self.dead.push((target, Some(c), initial, reason));
+                }
             }
         }
     }
 
-    fn resolve_request(&mut self, r: usize, outcome: Result<Vec<u8>, RequestError>) -> bool {
+    /// Gives request `r` its outcome; `false` if it already had one.
+    fn resolve_request(&mut self, r: usize, outcome: ReqOutcome) -> bool {
         let req = &mut self.reqs[r];
         if req.outcome.is_some() {
             return false;
@@ -550,7 +671,7 @@ impl Harness {
     }
 
     /// Settles an opening channel; `false` if it was already settled.
-    fn decide(&mut self, c: usize, outcome: Result<Option<Vec<u8>>, ChannelError>) -> bool {
+    fn decide(&mut self, c: usize, outcome: OpenOutcome) -> bool {
         let ch = &mut self.chans[c];
         if ch.phase != Phase::Opening {
             return false;
@@ -560,8 +681,9 @@ impl Harness {
         true
     }
 
-    /// A participant leaves (unregister or detach).
-    fn leave(&mut self, slot: usize) {
+    /// A participant leaves: unregister or detach (`Unregistered`), or its last
+    /// mailbox was dropped (`MailboxClosed`, the reason its parked messages get).
+    fn leave(&mut self, slot: usize, reason: DeadLetterReason) {
         let leaver = self.eps[slot].pid;
         let epoch = self.eps[slot].epoch;
         self.eps[slot].registered = false;
@@ -578,7 +700,7 @@ impl Harness {
             };
             match ch.phase {
                 Phase::Opening => {
-                    self.decide(c, Err(ChannelError::ParticipantNotFound(leaver)));
+                    self.decide(c, Err((ChannelError::ParticipantNotFound(leaver), None)));
                 }
                 Phase::Open => {
                     self.chans[c].phase = Phase::Gone;
@@ -588,13 +710,16 @@ impl Harness {
                 Phase::Gone => {}
             }
         }
+        // Then the shard discards what was parked: requests among it fail with
+        // their payload; opens were settled above (the leaver is one of their
+        // participants), so their initial messages become dead letters.
         let parked: Vec<Expect> = self.eps[slot].parked.drain(..).collect();
         for m in parked {
-            self.undeliverable(slot, m, DeadLetterReason::Unregistered);
+            self.undeliverable(slot, m, reason);
         }
         for r in 0..self.reqs.len() {
             if self.reqs[r].target == slot && self.reqs[r].epoch == epoch {
-                self.resolve_request(r, Err(RequestError::ActorNotFound));
+                self.resolve_request(r, Err((RequestError::ActorNotFound, None)));
             }
         }
     }
@@ -602,9 +727,6 @@ impl Harness {
     /// The shard moves parked messages in as room appears.
     fn settle_parked(&mut self) {
         for ep in &mut self.eps {
-            if ep.rx_dropped {
-                continue;
-            }
             while ep.mailbox.len() < CAPACITY {
                 match ep.parked.pop_front() {
                     Some(m) => ep.mailbox.push_back(m),
@@ -619,7 +741,6 @@ impl Harness {
         ep.registered = true;
         ep.epoch += 1;
         ep.rx = Some(rx);
-        ep.rx_dropped = false;
         ep.mailbox.clear();
         ep.parked.clear();
     }
@@ -634,11 +755,11 @@ impl Harness {
             Op::Unregister { actor } => self.unregister(usize::from(actor) % ACTORS),
             Op::Send { to } => self.send(usize::from(to) % ACTORS, false),
             Op::Tell { to } => self.send(usize::from(to) % ACTORS, true),
-            Op::Request { to, short } => self.request(usize::from(to) % ACTORS, short),
+            Op::Request { to, wait } => self.request(usize::from(to) % ACTORS, wait),
             Op::Consume { who, answer } => self.consume(usize::from(who) % PARTICIPANTS, answer),
             Op::Resolve { held, answer } => self.resolve_held(held, answer),
-            Op::Open { from, to, short } => {
-                self.open(usize::from(from) % PARTICIPANTS, usize::from(to) % PARTICIPANTS, short);
+            Op::Open { from, to, wait } => {
+                self.open(usize::from(from) % PARTICIPANTS, usize::from(to) % PARTICIPANTS, wait);
             }
             Op::ChannelSend { channel, from } => self.channel_send(channel, usize::from(from) % PARTICIPANTS),
             Op::Close { channel, from } => self.close(channel, usize::from(from) % PARTICIPANTS),
@@ -646,6 +767,10 @@ impl Harness {
             Op::Detach { external } => self.detach(ACTORS + usize::from(external) % EXTERNALS),
             Op::DropMailbox { who } => self.drop_mailbox(usize::from(who) % PARTICIPANTS),
             Op::Shutdown => self.shutdown(),
+            Op::AbandonRequest { pending } => self.abandon_request(pending),
+            Op::AbandonOpen { pending } => self.abandon_open(pending),
+            Op::ShutdownRace { threads } => self.shutdown_race(2 + usize::from(threads) % 3),
+            Op::RegisterClosed { who } => self.register_closed(usize::from(who) % PARTICIPANTS),
         }
     }
 
@@ -668,6 +793,30 @@ impl Harness {
         }
     }
 
+    /// Registers (or attaches) a sending half whose receiver is gone: refused
+    /// (`Shutdown` first, then `MailboxClosed`, even for a taken id), and nothing
+    /// changes.
+    fn register_closed(&mut self, slot: usize) {
+        let (tx, rx) = self.router.mailbox();
+        drop(rx);
+        if self.eps[slot].external {
+            let got = self.router.attach_external(tx);
+            let want = if self.shut { RegisterError::Shutdown } else { RegisterError::MailboxClosed };
+            match got {
+                Err(e) if e == want => {}
+                got => self.fail(&format!("attach with a closed mailbox: got {got:?}, model Err({want:?})")),
+            }
+            return;
+        }
+        let id = self.actor_id(slot);
+        let got = self.router.register(id, tx);
+        // The sending half is looked at before the table.
+        let want = if self.shut { RegisterError::Shutdown } else { RegisterError::MailboxClosed };
+        if got != Err(want) {
+            self.fail(&format!("register with a closed mailbox: got {got:?}, model Err({want:?})"));
+        }
+    }
+
     fn unregister(&mut self, slot: usize) {
         let id = self.actor_id(slot);
         let got = self.router.unregister(id);
@@ -682,7 +831,7 @@ impl Harness {
             self.fail(&format!("unregister: got {got:?}, model {want:?}"));
         }
         if want.is_ok() {
-            self.leave(slot);
+            self.leave(slot, DeadLetterReason::Unregistered);
         }
     }
 
@@ -718,7 +867,7 @@ impl Harness {
             self.fail(&format!("detach: got {got:?}, model {want:?}"));
         }
         if want.is_ok() {
-            self.leave(slot);
+            self.leave(slot, DeadLetterReason::Unregistered);
         }
     }
 
@@ -750,45 +899,48 @@ impl Harness {
         }
     }
 
-    fn request(&mut self, slot: usize, short: bool) {
-        let short = short && self.timed < MAX_TIMED;
-        if short {
-            self.timed += 1;
+    /// The timeout for a request or open; `true` if it is a short one the
+    /// driver waits out.
+    fn timeout(&mut self, wait: Wait) -> (Duration, bool) {
+        match wait {
+            Wait::Short if self.timed < MAX_TIMED => {
+                self.timed += 1;
+                (SHORT, true)
+            }
+            Wait::Short | Wait::Long => (LONG, false),
+            Wait::Max => (Duration::MAX, false),
         }
+    }
+
+    fn request(&mut self, slot: usize, wait: Wait) {
+        let (timeout, short) = self.timeout(wait);
         let seq = self.next_seq();
         let id = self.actor_id(slot);
-        let fut = self.router.request_async(id, payload(seq), if short { SHORT } else { LONG });
+        let fut = self.router.request_async(id, payload(seq), timeout);
         let r = self.reqs.len();
         let epoch = self.eps[slot].epoch;
         self.reqs.push(Req { seq, target: slot, epoch, outcome: None, fut: Some(fut) });
-        let routed = if self.shut {
-            Err(SendErrorKind::Shutdown)
-        } else if !self.eps[slot].registered {
-            Err(SendErrorKind::ActorNotFound)
-        } else {
-            self.route(slot, Expect::Request(r), PARK)
-        };
-        if let Err(kind) = routed {
-            self.resolve_request(r, Err(request_error_of(kind)));
+        if let Err(kind) = self.route(slot, Expect::Request(r), PARK) {
+            // Refused at the send: the payload comes back.
+            self.resolve_request(r, Err((request_error_of(kind), Some(payload(seq)))));
         }
         if short && self.reqs[r].outcome.is_none() {
-            self.resolve_request(r, Err(RequestError::Timeout));
+            self.resolve_request(r, Err((RequestError::Timeout, None)));
             let fut = self.reqs[r].fut.as_mut().expect("just made");
             match wait_ready(fut) {
-                Some(Err(RequestError::Timeout)) => self.reqs[r].fut = None,
+                Some(Err(e)) if e == RequestError::Timeout && e.payload().is_none() => {
+                    self.reqs[r].fut = None
+                }
                 other => self.fail(&format!("short request: got {other:?} instead of a timeout")),
             }
         }
     }
 
-    fn open(&mut self, from: usize, to: usize, short: bool) {
-        let short = short && self.timed < MAX_TIMED;
-        if short {
-            self.timed += 1;
-        }
+    fn open(&mut self, from: usize, to: usize, wait: Wait) {
+        let (timeout, short) = self.timeout(wait);
         let seq = self.next_seq();
         let (a, b) = (self.eps[from].pid, self.eps[to].pid);
-        let fut = self.router.open_channel_async(a, b, payload(seq), if short { SHORT } else { LONG });
+        let fut = self.router.open_channel_async(a, b, payload(seq), timeout);
         let c = self.chans.len();
         self.chans.push(Chan {
             seq,
@@ -811,18 +963,52 @@ impl Harness {
         } else {
             None
         };
+        // Refused before reaching the target: the initial message comes back.
         if let Some(e) = early {
-            self.decide(c, Err(e));
+            self.decide(c, Err((e, Some(payload(seq)))));
         } else if let Err(kind) = self.route(to, Expect::Open(c), PARK) {
-            self.decide(c, Err(open_error(request_error_of(kind), b)));
+            self.decide(c, Err((open_error(request_error_of(kind), b), Some(payload(seq)))));
         }
         if short && self.chans[c].phase == Phase::Opening {
-            self.decide(c, Err(ChannelError::Timeout));
+            self.decide(c, Err((ChannelError::Timeout, None)));
             let fut = self.chans[c].fut.as_mut().expect("just made");
             match wait_ready(fut) {
-                Some(Err(ChannelError::Timeout)) => self.chans[c].fut = None,
+                Some(Err(e)) if e == ChannelError::Timeout && e.initial_msg().is_none() => {
+                    self.chans[c].fut = None;
+                }
                 other => self.fail(&format!("short open: got {other:?} instead of a timeout")),
             }
+        }
+    }
+
+    /// Drops the future of a pending request: the request is abandoned, so its
+    /// reply handle reads resolved and a later reply is refused.
+    fn abandon_request(&mut self, index: u8) {
+        let pending: Vec<usize> = (0..self.reqs.len()).filter(|&r| self.reqs[r].fut.is_some()).collect();
+        if pending.is_empty() {
+            return;
+        }
+        let r = pending[usize::from(index) % pending.len()];
+        let _ = writeln!(self.log, "    (request {r})");
+        drop(self.reqs[r].fut.take());
+        // Never compared (the future is gone); it only marks the request resolved.
+        if !self.resolve_request(r, Err((RequestError::NoReply, None))) {
+            self.fail(&format!("request {r} had an outcome but its future was pending"));
+        }
+    }
+
+    /// Drops the future of a pending open: the channel is removed, so its open
+    /// handle reads resolved and a later accept gets `ChannelNotFound`.
+    fn abandon_open(&mut self, index: u8) {
+        let pending: Vec<usize> = (0..self.chans.len()).filter(|&c| self.chans[c].fut.is_some()).collect();
+        if pending.is_empty() {
+            return;
+        }
+        let c = pending[usize::from(index) % pending.len()];
+        let _ = writeln!(self.log, "    (channel {c})");
+        drop(self.chans[c].fut.take());
+        if !self.decide(c, Err((ChannelError::ChannelNotFound, None))) {
+            self.fail(&format!("channel {c} was settled but its future was pending"));
         }
     }
 
@@ -901,41 +1087,146 @@ impl Harness {
         }
     }
 
+    /// Drops the participant's only receiving half. A registered participant
+    /// leaves at once, as if unregistered, its parked messages dead-lettered
+    /// with `MailboxClosed`; what its mailbox held goes with the queue.
     fn drop_mailbox(&mut self, slot: usize) {
         let Some(rx) = self.eps[slot].rx.take() else { return };
         drop(rx);
-        let ep = &mut self.eps[slot];
-        if ep.registered && !self.shut {
-            // The queue lives on with the registration's sending half.
-            ep.rx_dropped = true;
-        } else {
-            ep.mailbox.clear();
+        if self.eps[slot].registered && !self.shut {
+            self.leave(slot, DeadLetterReason::MailboxClosed);
         }
+        self.eps[slot].mailbox.clear();
     }
 
     fn shutdown(&mut self) {
         self.router.shutdown();
+        self.model_shutdown();
+    }
+
+    /// The model's side of `shutdown`: parked messages are discarded (requests
+    /// and opens among them hand their payload back), then every other pending
+    /// request and open fails with `Shutdown`.
+    fn model_shutdown(&mut self) {
         if self.shut {
             return;
-        }
-        self.shut = true;
-        for r in 0..self.reqs.len() {
-            self.resolve_request(r, Err(RequestError::Shutdown));
-        }
-        for c in 0..self.chans.len() {
-            self.decide(c, Err(ChannelError::Shutdown));
-            self.chans[c].phase = Phase::Gone;
         }
         for slot in 0..self.eps.len() {
             let parked: Vec<Expect> = self.eps[slot].parked.drain(..).collect();
             for m in parked {
                 self.undeliverable(slot, m, DeadLetterReason::Shutdown);
             }
-            let ep = &mut self.eps[slot];
+        }
+        self.shut = true;
+        for r in 0..self.reqs.len() {
+            self.resolve_request(r, Err((RequestError::Shutdown, None)));
+        }
+        for c in 0..self.chans.len() {
+            self.decide(c, Err((ChannelError::Shutdown, None)));
+            self.chans[c].phase = Phase::Gone;
+        }
+        for ep in &mut self.eps {
             ep.registered = false;
-            if ep.rx_dropped {
-                ep.mailbox.clear();
-                ep.rx_dropped = false;
+        }
+    }
+
+    /// `shutdown` from several threads at once. Each thread, as soon as its call
+    /// returns, checks that the shutdown is complete: every pending future is
+    /// ready, every held handle resolved, every parked message dead-lettered
+    /// (delivered to the sink and counted), nothing registered, parked or open.
+    fn shutdown_race(&mut self, threads: usize) {
+        self.model_shutdown();
+        let want_letters = self.dead.len();
+        // The pending futures, polled by whichever thread gets there first.
+        let reqs: Mutex<Vec<Racing<ResponseFuture>>> = Mutex::new(
+            (0..self.reqs.len()).filter_map(|r| self.reqs[r].fut.take().map(|f| (r, f, None))).collect(),
+        );
+        let chans: Mutex<Vec<Racing<OpenFuture>>> = Mutex::new(
+            (0..self.chans.len()).filter_map(|c| self.chans[c].fut.take().map(|f| (c, f, None))).collect(),
+        );
+        let problems = Mutex::new(Vec::<String>::new());
+        let barrier = Barrier::new(threads);
+        let (router, letters, held) = (&self.router, &self.letters, &self.held);
+        std::thread::scope(|s| {
+            let mut handles = Vec::with_capacity(threads);
+            for t in 0..threads {
+                let (reqs, chans, problems, barrier) = (&reqs, &chans, &problems, &barrier);
+                handles.push(s.spawn(move || {
+                    barrier.wait();
+                    router.shutdown();
+                    let mut found = Vec::new();
+                    if !router.is_shutdown() {
+                        found.push("is_shutdown() is false".to_owned());
+                    }
+                    let sunk = letters.lock().unwrap_or_else(|e| e.into_inner()).len();
+                    if sunk != want_letters {
+                        found.push(format!("{sunk} dead letters in the sink, model {want_letters}"));
+                    }
+                    let metrics = router.metrics();
+                    let total = metrics.total();
+                    let got = (
+                        total.registered_actors,
+                        total.overflow_depth,
+                        total.dead_letters,
+                        metrics.channels.channels,
+                    );
+                    if got != (0, 0, want_letters as u64, 0) {
+                        found.push(format!(
+                            "metrics (registered, parked, dead letters, channels): {got:?}, model (0, 0, {want_letters}, 0)"
+                        ));
+                    }
+                    for (i, h) in held.iter().enumerate() {
+                        let resolved = match h {
+                            Held::Request(_, reply) => reply.is_resolved(),
+                            Held::Open(_, reply) => reply.is_resolved(),
+                        };
+                        if !resolved {
+                            found.push(format!("held handle {i} is not resolved"));
+                        }
+                    }
+                    for (r, fut, outcome) in reqs.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+                        if outcome.is_none() {
+                            match poll_now(fut) {
+                                Poll::Ready(v) => *outcome = Some(v),
+                                Poll::Pending => found.push(format!("request {r} is pending")),
+                            }
+                        }
+                    }
+                    for (c, fut, outcome) in chans.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+                        if outcome.is_none() {
+                            match poll_now(fut) {
+                                Poll::Ready(v) => *outcome = Some(v),
+                                Poll::Pending => found.push(format!("channel open {c} is pending")),
+                            }
+                        }
+                    }
+                    let mut problems = problems.lock().unwrap_or_else(|e| e.into_inner());
+                    problems.extend(found.into_iter().map(|p| format!("thread {t}: {p}")));
+                }));
+            }
+            // Join each thread explicitly: the scope alone waits for the closures,
+            // not for the threads to exit, and a thread still running its
+            // thread-local destructors reads as a leak to LeakSanitizer.
+            for handle in handles {
+                if handle.join().is_err() {
+                    problems.lock().unwrap_or_else(|e| e.into_inner()).push("a thread panicked".to_owned());
+                }
+            }
+        });
+        let problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
+        if !problems.is_empty() {
+            self.fail(&format!("after its shutdown() returned:\n  {}", problems.join("\n  ")));
+        }
+        for (r, _, got) in reqs.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let Some(got) = got else { continue };
+            if !same_request(&got, self.reqs[r].outcome.as_ref()) {
+                self.fail(&format!("request {r}: got {got:?}, model {:?}", self.reqs[r].outcome));
+            }
+        }
+        for (c, _, got) in chans.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let Some(got) = got else { continue };
+            if !same_open(&got, self.chans[c].real, self.chans[c].outcome.as_ref()) {
+                self.fail(&format!("channel {c}: got {got:?}, model {:?}", self.chans[c].outcome));
             }
         }
     }
@@ -969,9 +1260,12 @@ impl Harness {
 
     fn consume(&mut self, slot: usize, answer: Answer) {
         let Some(rx) = self.eps[slot].rx.as_ref() else { return };
-        let got = rx.try_recv();
+        // When a message is known to be waiting, a wait without a deadline
+        // returns it at once.
+        let waiting = !self.eps[slot].mailbox.is_empty() && !rx.is_empty();
+        let got = if waiting { rx.recv_timeout(Duration::MAX) } else { rx.try_recv() };
         let real_close = match &got {
-            Ok(ActorMessage::ChannelClose { channel_id }) => Some(*channel_id),
+            Ok(ActorMessage::ChannelClose { channel_id, .. }) => Some(*channel_id),
             _ => None,
         };
         let want = self.take_expected(slot, real_close);
@@ -1018,12 +1312,12 @@ impl Harness {
                 }
                 Some(Held::Open(c, reply))
             }
-            (ActorMessage::ChannelMessage { channel_id, data }, Expect::ChannelMessage(c, seq))
+            (ActorMessage::ChannelMessage { channel_id, data, .. }, Expect::ChannelMessage(c, seq))
                 if Some(channel_id) == self.chans[c].real && data == payload(seq) =>
             {
                 None
             }
-            (ActorMessage::ChannelClose { channel_id }, Expect::Close(c, _))
+            (ActorMessage::ChannelClose { channel_id, .. }, Expect::Close(c, _))
                 if Some(channel_id) == self.chans[c].real =>
             {
                 None
@@ -1054,7 +1348,7 @@ impl Harness {
             }
             (Held::Request(r, reply), Answer::Reject | Answer::Drop) => {
                 drop(reply);
-                self.resolve_request(r, Err(RequestError::NoReply));
+                self.resolve_request(r, Err((RequestError::NoReply, None)));
             }
             (Held::Open(c, reply), Answer::Accept | Answer::AcceptEmpty) => {
                 let response = (answer == Answer::Accept).then(|| answer_payload(self.chans[c].seq));
@@ -1067,11 +1361,11 @@ impl Harness {
             }
             (Held::Open(c, reply), Answer::Reject) => {
                 reply.reject();
-                self.decide(c, Err(ChannelError::Rejected));
+                self.decide(c, Err((ChannelError::Rejected, None)));
             }
             (Held::Open(c, reply), Answer::Drop) => {
                 drop(reply);
-                self.decide(c, Err(ChannelError::Rejected));
+                self.decide(c, Err((ChannelError::Rejected, None)));
             }
         }
     }
@@ -1086,7 +1380,9 @@ impl Harness {
             let Some(fut) = self.reqs[r].fut.as_mut() else { continue };
             match poll_now(fut) {
                 Poll::Pending if self.reqs[r].outcome.is_none() => {}
-                Poll::Ready(got) if Some(&got) == self.reqs[r].outcome.as_ref() => self.reqs[r].fut = None,
+                Poll::Ready(got) if same_request(&got, self.reqs[r].outcome.as_ref()) => {
+                    self.reqs[r].fut = None
+                }
                 got => self.fail(&format!(
                     "after {op:?}: request {r}: got {got:?}, model {:?}",
                     self.reqs[r].outcome
@@ -1097,13 +1393,9 @@ impl Harness {
             let Some(fut) = self.chans[c].fut.as_mut() else { continue };
             let got = poll_now(fut);
             let ch = &self.chans[c];
-            let same = match (&got, &ch.outcome) {
-                (Poll::Pending, None) => true,
-                (Poll::Ready(Ok(opened)), Some(Ok(response))) => {
-                    Some(opened.id) == ch.real && opened.response == *response
-                }
-                (Poll::Ready(Err(e)), Some(Err(want))) => e == want,
-                _ => false,
+            let same = match &got {
+                Poll::Pending => ch.outcome.is_none(),
+                Poll::Ready(got) => same_open(got, ch.real, ch.outcome.as_ref()),
             };
             if !same {
                 self.fail(&format!("after {op:?}: channel {c}: got {got:?}, model {:?}", ch.outcome));
@@ -1135,14 +1427,27 @@ impl Harness {
 
     /// How a dead letter names its channel in the comparison. Close notices of
     /// one group reach the peer in any order, so which of them were still
-    /// parked is open too: those are named by their group.
+    /// parked is open too: those are named by their group. An open's initial
+    /// message that never reached the target's mailbox carries an id the model
+    /// never saw: it is named by the channel's index.
     fn letter_channel(&self, c: usize, data: &[u8]) -> u128 {
         let ch = &self.chans[c];
         if data.is_empty() && ch.close_group != 0 {
             (1 << 127) | u128::from(ch.close_group)
+        } else if let Some(id) = ch.real {
+            id.as_u128()
         } else {
-            ch.real.map_or(0, |id| id.as_u128())
+            (1 << 126) | c as u128
         }
+    }
+
+    /// The channel of a real dead letter: the one with that id, or else the
+    /// channel whose id the model never saw and whose initial message `data` is
+    /// (an open discarded while parked; payloads are unique).
+    fn letter_channel_of(&self, id: ChannelId, data: &[u8]) -> Option<usize> {
+        self.chans.iter().position(|ch| ch.real == Some(id)).or_else(|| {
+            self.chans.iter().position(|ch| ch.real.is_none() && data == payload(ch.seq).as_slice())
+        })
     }
 
     fn check_letters(&self, op: Op) {
@@ -1152,7 +1457,7 @@ impl Harness {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|l| {
-                let id = l.channel_id.map(|id| match self.chans.iter().position(|ch| ch.real == Some(id)) {
+                let id = l.channel_id.map(|id| match self.letter_channel_of(id, &l.data) {
                     Some(c) => self.letter_channel(c, &l.data),
                     None => id.as_u128(),
                 });

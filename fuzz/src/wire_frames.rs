@@ -460,7 +460,10 @@ impl Harness {
                     reply.reject();
                 }
             }
-            (ActorMessage::ChannelMessage { channel_id, data }, Some(Expect::ChannelMessage(id, want))) => {
+            (
+                ActorMessage::ChannelMessage { channel_id, data, .. },
+                Some(Expect::ChannelMessage(id, want)),
+            ) => {
                 assert_eq!((channel_id, &data), (id, &want), "frame {index}: {name}'s channel message");
                 assert_eq!(a, 0, "only the echo actor has channels");
                 if data == CLOSE {
@@ -472,7 +475,7 @@ impl Harness {
                     self.events.push_back(Event::ChannelMessage { channel_id, message: data });
                 }
             }
-            (ActorMessage::ChannelClose { channel_id }, Some(Expect::Close(id))) => {
+            (ActorMessage::ChannelClose { channel_id, .. }, Some(Expect::Close(id))) => {
                 assert_eq!(channel_id, id, "frame {index}: {name}'s channel close");
             }
             (msg, want) => panic!("frame {index}: {name} received {msg:?}, the model expects {want:?}"),
@@ -580,7 +583,7 @@ impl Harness {
         let mut got = Vec::new();
         while let Ok(msg) = self.mailboxes[0].try_recv() {
             match msg {
-                ActorMessage::ChannelClose { channel_id } => got.push(channel_id),
+                ActorMessage::ChannelClose { channel_id, .. } => got.push(channel_id),
                 other => panic!("after the session: the echo actor received {other:?}"),
             }
         }
