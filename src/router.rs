@@ -258,11 +258,11 @@ impl Inner {
         self.shard(&who).shared.table.with(&who, (), |entry, ()| Arc::clone(&entry.state)).ok()
     }
 
-    fn add(self: &Arc<Self>, who: Participant, mailbox: MailboxSender) -> Result<(), RegisterError> {
-        if self.is_closed() {
+    fn add(this: &Arc<Self>, who: Participant, mailbox: MailboxSender) -> Result<(), RegisterError> {
+        if this.is_closed() {
             return Err(RegisterError::Shutdown);
         }
-        let shard = self.shard(&who);
+        let shard = this.shard(&who);
         if shard.shared.is_failed() {
             return Err(RegisterError::ShardFailed);
         }
@@ -272,7 +272,7 @@ impl Inner {
         let state = Arc::clone(&mailbox.state);
         // Linked before the insert: once sends can reach the mailbox, its
         // receiver must be able to tell the shard that room appeared.
-        state.link(who, Arc::clone(self));
+        state.link(who, Arc::clone(this));
         let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
@@ -288,7 +288,7 @@ impl Inner {
         // (then nothing reached the entry: sends check `closed` under the table
         // lock), so take the entry out here if it is still ours; either way the
         // mailbox disconnects.
-        if self.is_closed() {
+        if this.is_closed() {
             if let Some(entry) = shard.shared.table.remove_if(&who, |e| e.key() == key) {
                 entry.state.unlink(RequestError::Shutdown);
             }
@@ -296,7 +296,7 @@ impl Inner {
         // The last receiver went away while registering, before the insert: its
         // drop found nothing to remove, so end the registration here.
         if state.receivers() == 0 {
-            self.mailbox_dropped(who, &state);
+            this.mailbox_dropped(who, &state);
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "registered");
         Ok(())
@@ -500,7 +500,7 @@ impl Router {
     /// [`shutdown`](Self::shutdown) may succeed; its mailbox then disconnects
     /// like every other.
     pub fn register(&self, id: ActorId, mailbox: MailboxSender) -> Result<(), RegisterError> {
-        self.inner.add(Participant::Actor(id), mailbox)
+        Inner::add(&self.inner, Participant::Actor(id), mailbox)
     }
 
     /// [`register`](Self::register) for async callers; it completes without waiting.
@@ -722,7 +722,7 @@ impl Router {
     /// `ShardFailed` as for [`register`](Self::register).
     pub fn attach_external(&self, mailbox: MailboxSender) -> Result<ExternalId, RegisterError> {
         let id = ExternalId::new();
-        self.inner.add(Participant::External(id), mailbox)?;
+        Inner::add(&self.inner, Participant::External(id), mailbox)?;
         Ok(id)
     }
 

@@ -164,12 +164,14 @@ impl Pending {
 struct Filed {
     pending: Pending,
     deadline: Option<Instant>,
-    seq: u64,
+    /// The deadline in nanoseconds since the timers' epoch (`u64::MAX`: none) in
+    /// the high half, the filing order in the low half: one integer compare.
+    key: u128,
 }
 
 impl Filed {
-    fn key(&self) -> (bool, Option<Instant>, u64) {
-        (self.deadline.is_none(), self.deadline, self.seq)
+    fn key(&self) -> u128 {
+        self.key
     }
 }
 
@@ -638,8 +640,11 @@ impl Shard {
         if fresh.is_empty() {
             return false;
         }
+        let timers = &self.shared.timers;
         for (pending, deadline) in fresh {
-            self.heap.push(Filed { pending, deadline, seq: self.next_seq });
+            let at = deadline.map_or(u64::MAX, |d| timers.nanos(d));
+            let key = (u128::from(at) << 64) | u128::from(self.next_seq);
+            self.heap.push(Filed { pending, deadline, key });
             self.next_seq += 1;
         }
         if self.next_compaction.is_none() {
@@ -649,7 +654,8 @@ impl Shard {
     }
 
     /// Collects newly filed deadlines and resolves the expired ones: O(log n) per
-    /// deadline, whatever else is pending.
+    /// deadline, whatever else is pending. Answered deadlines are not looked
+    /// for here; a compaction drops them.
     fn sweep(&mut self) {
         if self.take_filed() {
             self.quiet_periods = 0;
@@ -657,15 +663,9 @@ impl Shard {
             self.quiet_periods = self.quiet_periods.saturating_add(1);
         }
         let now = time::now();
-        while let Some(top) = self.heap.peek() {
-            let expired = top.deadline.is_some_and(|d| d <= now);
-            if !expired && !top.pending.is_done() {
-                break;
-            }
+        while self.heap.peek().is_some_and(|top| top.deadline.is_some_and(|d| d <= now)) {
             if let Some(filed) = self.heap.pop() {
-                if expired {
-                    filed.pending.resolve(RequestError::Timeout);
-                }
+                filed.pending.resolve(RequestError::Timeout);
             }
         }
         let grown = self.heap.len() >= 2 * self.live_after_compaction + 64;

@@ -369,6 +369,8 @@ pub(crate) mod map {
             Ok(())
         }
 
+        // Same methods as the dashmap-backed map, used or not under loom.
+        #[allow(dead_code)]
         pub(crate) fn remove(&self, key: &K) -> Option<V> {
             self.write().remove(key)
         }

@@ -2,11 +2,33 @@
 //!
 //! Every model drives the public [`Router`] API of `sharded-router` built with
 //! `--cfg loom`, where the crate's concurrency seam (`src/sync.rs`) swaps flume,
-//! dashmap, parking_lot and the clock for loom-visible stand-ins. Sizes are shrunk
-//! so that the state space stays small: one shard (one shard thread), mailboxes of
-//! capacity 1, one to three messages. The channel models (7-9) open their one
-//! channel in the model's setup, on one thread, before the racing threads start;
-//! loom allows five threads in all, and the shard is one of them.
+//! dashmap, parking_lot and the clock for loom-visible stand-ins (the actor and
+//! channel tables are a reader-writer lock, so lookups interleave as they do
+//! under dashmap's read lock). Sizes are shrunk so that the state space stays
+//! small: one shard (one shard thread), mailboxes of capacity 1, one to four
+//! messages. The channel models (7-9) open their one channel in the model's setup,
+//! on one thread, before the racing threads start; loom allows five threads in
+//! all, and the shard is one of them.
+//!
+//! The models, one guarantee each:
+//!
+//! | model | races | guarantee |
+//! |---|---|---|
+//! | 1 | register / send | delivered or `ActorNotFound` |
+//! | 2 | unregister / overflow send / consumer | delivered once, dead letter, or refused |
+//! | 3 | two senders through the overflow queue / consumer | per-pair FIFO, no duplicates |
+//! | 4 | overflow drain / consumer | no lost `Drain` notice, in order |
+//! | 5, 5b | reply / timeout (blocking and async) | exactly one outcome |
+//! | 6a, 6b | request / unregister, request / shutdown | exactly one outcome |
+//! | 7a, 7b | channel accept / timeout / unregister | exactly one open outcome |
+//! | 8 | channel messages / close | close after earlier messages, nothing after |
+//! | 9, 9b | close / close, close / unregister | exactly one close, one notice |
+//! | 10a, 10b | shutdown / register, send, overflow | every thread ends, nothing lost |
+//! | 11 | two senders, fast path and overflow at once / consumer | exactly once, per-sender FIFO |
+//! | 12 | `Mailbox::recv_async` / send / unregister | received, refused or dead letter; the receive ends |
+//! | 13a, 13b | dropped `ResponseFuture` (unpolled, polled once) / reply | a reply after the drop is refused |
+//! | 14 | `shutdown` / `shutdown` | each call returns after dead letters and outcomes are settled |
+//! | 15 | panicking dead-letter sink / overflow sends | the shard keeps working, the panic is counted |
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
 //! (see `.ci/loom` at the repository root). Each model explores every
@@ -16,13 +38,16 @@
 
 #![cfg(loom)]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use loom::thread;
 use sharded_router::{
     loom_hooks, ActorId, ActorMessage, ChannelError, ChannelId, Mailbox, OverflowPolicy, Participant,
-    RegisterError, RequestError, Router, SendErrorKind, TryRecvError,
+    RegisterError, RequestError, RequestFailed, ResponseFuture, Router, SendErrorKind, TryRecvError,
 };
 use uuid::Uuid;
 
@@ -123,8 +148,8 @@ enum Seen {
 
 fn seen(msg: ActorMessage) -> Seen {
     match msg {
-        ActorMessage::ChannelMessage { channel_id, data } => Seen::Message(channel_id, data),
-        ActorMessage::ChannelClose { channel_id } => Seen::Close(channel_id),
+        ActorMessage::ChannelMessage { channel_id, data, .. } => Seen::Message(channel_id, data),
+        ActorMessage::ChannelClose { channel_id, .. } => Seen::Close(channel_id),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -760,5 +785,291 @@ fn shutdown_vs_overflow_sends() {
         let delivered = got.len() - 1;
         assert!(got.windows(2).all(|w| w[0] < w[1]), "FIFO: {got:?}");
         assert_eq!((delivered as u64) + dead_letters(&router), accepted as u64, "{got:?}");
+    });
+}
+
+/// Polls `fut` once with a waker that does nothing.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Model 11: two senders race, one through the fast path and one through the
+/// overflow queue at once. The mailbox (capacity 1) starts empty, so whichever
+/// send runs first goes straight in and the others find it full (or find earlier
+/// messages in flight) and go through the shard, while the actor consumes. At
+/// most three messages are ever in flight, below the overflow bound, so every
+/// send is accepted; each message is delivered exactly once and each sender's
+/// messages arrive in the order it sent them.
+#[test]
+fn two_senders_fast_vs_overflow() {
+    check("11 two_senders_fast_vs_overflow", Depth::Base, || {
+        let router = router(3);
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+
+        let senders = ["a", "b"].map(|name| {
+            let router = router.clone();
+            thread::spawn(move || {
+                for n in 1..=2 {
+                    router.send(target, format!("{name}{n}").into_bytes()).expect("accepted");
+                }
+            })
+        });
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(String::from_utf8(mailbox.recv().expect("message").data().to_vec()).unwrap());
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        // Joins the shard: nothing can arrive after this.
+        router.shutdown();
+
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["a1", "a2", "b1", "b2"], "exactly once: {got:?}");
+        let pos = |m: &str| got.iter().position(|g| g == m).unwrap();
+        assert!(pos("a1") < pos("a2") && pos("b1") < pos("b2"), "per-sender FIFO: {got:?}");
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        let total = router.metrics().total();
+        assert_eq!(total.delivered_direct + total.delivered_overflow, 4);
+        assert_eq!((total.dead_letters, total.overflow_depth), (0, 0));
+    });
+}
+
+/// Model 12: `Mailbox::recv_async` (driven by `block_on`) racing a send that may
+/// go through the shard (the mailbox starts full) and the actor's unregistration.
+/// The receive loop ends (a lost wake-up or a missed disconnection is a deadlock
+/// loom reports); the second message is received before `Disconnected`, or its
+/// send was refused, or it is a counted dead letter — exactly one of these.
+#[test]
+fn recv_async_vs_send_and_unregister() {
+    check("12 recv_async_vs_send_and_unregister", Depth::Deeper, || {
+        let router = router(1);
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+        router.send(target, b"first".to_vec()).unwrap();
+
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.send(target, b"second".to_vec()))
+        };
+        let unregistering = {
+            let router = router.clone();
+            thread::spawn(move || router.unregister(target))
+        };
+        let got = loom::future::block_on(async {
+            let mut got = Vec::new();
+            while let Ok(msg) = mailbox.recv_async().await {
+                got.push(msg.data().to_vec());
+            }
+            got
+        });
+        let sent = sender.join().unwrap();
+        unregistering.join().unwrap().expect("unregister");
+        router.flush();
+
+        assert_eq!(got.first().map(Vec::as_slice), Some(&b"first"[..]), "{got:?}");
+        let received = &got[1..];
+        let dead = dead_letters(&router);
+        match sent {
+            Ok(()) => {
+                assert!(received.iter().all(|m| m == b"second"), "{got:?}");
+                assert_eq!(received.len() as u64 + dead, 1, "received xor dead letter: {got:?}");
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), SendErrorKind::ActorNotFound, "{e:?}");
+                assert!(received.is_empty(), "{got:?}");
+                assert_eq!(dead, 0);
+            }
+        }
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        router.shutdown();
+    });
+}
+
+/// Models 13a/13b: a dropped `ResponseFuture` racing the actor's reply. The
+/// requester starts a request, drops the future (never polled, or polled once),
+/// then sets `dropped`; the actor takes the request and replies. If the actor saw
+/// `dropped` before replying, the handle is already resolved and the reply comes
+/// back as `Err(payload)`. A future that completed on its poll got the reply the
+/// actor had accepted. Every Arc is freed in every interleaving (loom checks).
+fn dropped_response_future_vs_reply(name: &str, poll_first: bool) {
+    check(name, Depth::Deeper, move || {
+        let router = router(1);
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+        let dropped = loom::sync::Arc::new(loom::sync::atomic::AtomicBool::new(false));
+
+        let actor = {
+            let dropped = dropped.clone();
+            thread::spawn(move || {
+                let reply = match mailbox.recv().expect("request") {
+                    ActorMessage::Request { reply, .. } => reply,
+                    other => panic!("unexpected {other:?}"),
+                };
+                let after_drop = dropped.load(Ordering::SeqCst);
+                if after_drop {
+                    assert!(reply.is_resolved(), "the dropped request is still open");
+                }
+                let replied = reply.reply(b"answer".to_vec());
+                if after_drop {
+                    assert_eq!(replied, Err(b"answer".to_vec()), "a reply after the drop was accepted");
+                }
+                (replied.is_ok(), mailbox)
+            })
+        };
+        let mut pending = router.request_async(target, b"q".to_vec(), Duration::from_secs(60));
+        let early = if poll_first { poll_once(&mut pending) } else { Poll::Pending };
+        drop(pending);
+        dropped.store(true, Ordering::SeqCst);
+        let (accepted, mailbox) = actor.join().unwrap();
+
+        if let Poll::Ready(outcome) = early {
+            assert_eq!(outcome.expect("the only outcome is the reply"), b"answer");
+            assert!(accepted);
+        }
+        router.flush();
+        assert!(take_waiting(&mailbox).is_empty());
+        router.shutdown();
+    });
+}
+
+#[test]
+fn response_future_unpolled_dropped_vs_reply() {
+    dropped_response_future_vs_reply("13a response_future_unpolled_dropped_vs_reply", false);
+}
+
+#[test]
+fn response_future_polled_dropped_vs_reply() {
+    dropped_response_future_vs_reply("13b response_future_polled_dropped_vs_reply", true);
+}
+
+/// A request future shared by the threads of model 14, settled by the first
+/// thread that polls it.
+enum Shared {
+    Pending(ResponseFuture),
+    Settled(Result<Vec<u8>, RequestFailed>),
+}
+
+/// What model 14 checks when a `shutdown` call returns: the parked message is a
+/// dead letter, the request's future is ready with `Shutdown`, and `a`'s mailbox
+/// reports disconnection once the message in it is taken. Returns how many
+/// messages this caller took from `a`'s mailbox.
+fn settled_on_return(router: &Router, request: &loom::sync::Mutex<Shared>, mailbox_a: &Mailbox) -> usize {
+    router.shutdown();
+    assert_eq!(dead_letters(router), 1, "shutdown returned before the parked message was dead-lettered");
+    {
+        let mut shared = request.lock().unwrap();
+        if let Shared::Pending(fut) = &mut *shared {
+            match poll_once(fut) {
+                Poll::Ready(outcome) => *shared = Shared::Settled(outcome),
+                Poll::Pending => panic!("shutdown returned with the request unresolved"),
+            }
+        }
+        match &*shared {
+            Shared::Settled(Err(e)) => assert_eq!(*e, RequestError::Shutdown),
+            Shared::Settled(Ok(_)) => panic!("nobody replied"),
+            Shared::Pending(_) => unreachable!(),
+        }
+    }
+    let mut taken = 0;
+    loop {
+        match mailbox_a.try_recv() {
+            Ok(msg) => {
+                assert_eq!(msg.data(), b"fill");
+                taken += 1;
+            }
+            Err(TryRecvError::Disconnected) => return taken,
+            Err(e) => panic!("shutdown returned before the mailbox disconnected: {e:?}"),
+        }
+    }
+}
+
+/// Model 14: two threads call `shutdown` at once while a request is pending in an
+/// actor's mailbox and a message is parked at the shard (behind a full mailbox).
+/// When EACH call returns — not only the first caller's — the parked message is
+/// already a counted dead letter, the request already resolved with `Shutdown`
+/// (its future is ready on its first poll), and the mailbox disconnected.
+#[test]
+fn shutdown_vs_shutdown() {
+    check("14 shutdown_vs_shutdown", Depth::Deeper, || {
+        let router = router(1);
+        let (a, b) = (id(1), id(2));
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
+        router.send(a, b"fill".to_vec()).unwrap();
+        router.send(a, b"parked".to_vec()).unwrap();
+        let request = router.request_async(b, b"q".to_vec(), Duration::from_secs(60));
+        let request = loom::sync::Arc::new(loom::sync::Mutex::new(Shared::Pending(request)));
+
+        let other = {
+            let (router, request, mailbox_a) = (router.clone(), request.clone(), mailbox_a.clone());
+            thread::spawn(move || settled_on_return(&router, &request, &mailbox_a))
+        };
+        let taken = settled_on_return(&router, &request, &mailbox_a);
+        assert_eq!(taken + other.join().unwrap(), 1, "the message in the mailbox is taken once");
+
+        match mailbox_b.try_recv().expect("the request") {
+            ActorMessage::Request { reply, .. } => assert!(reply.is_resolved()),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(mailbox_b.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    });
+}
+
+/// The message of model 15's dead-letter sink, which the panic hook keeps quiet.
+const SINK_PANIC: &str = "loom model 15: the dead-letter sink panics";
+
+/// Model 15: a dead-letter sink that panics. Actor `a` unregisters with a message
+/// parked at the shard, so the shard calls the sink, which panics; meanwhile a
+/// send to actor `b` has to go through the shard (its mailbox is full) and is
+/// delivered when `b` takes a message. The panic is caught and counted, the shard
+/// thread keeps working: a later overflow send is delivered too, and `flush`
+/// returns.
+#[test]
+fn panicking_dead_letter_sink() {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = info.payload_as_str() == Some(SINK_PANIC);
+            if !ours {
+                default(info);
+            }
+        }));
+    });
+    check("15 panicking_dead_letter_sink", Depth::Deeper, || {
+        let router = Router::builder()
+            .shards(1)
+            .mailbox_capacity(1)
+            .overflow(OverflowPolicy::Park { max_per_actor: 1 })
+            .on_dead_letter(|_| panic!("{}", SINK_PANIC))
+            .build()
+            .expect("router");
+        let (a, b) = (id(1), id(2));
+        let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
+        router.send(a, b"a0".to_vec()).unwrap();
+        router.send(a, b"a1".to_vec()).unwrap();
+
+        let leaving = {
+            let router = router.clone();
+            thread::spawn(move || router.unregister(a))
+        };
+        router.send(b, b"b0".to_vec()).unwrap();
+        router.send(b, b"b1".to_vec()).unwrap();
+        assert_eq!(mailbox_b.recv().expect("b0").data(), b"b0");
+        assert_eq!(mailbox_b.recv().expect("b1 through the shard").data(), b"b1");
+        leaving.join().unwrap().expect("unregister");
+        router.flush();
+
+        let total = router.metrics().total();
+        assert_eq!((total.dead_letters, total.callback_panics), (1, 1));
+        // After the panic: one more overflow delivery.
+        router.send(b, b"b2".to_vec()).unwrap();
+        router.send(b, b"b3".to_vec()).unwrap();
+        assert_eq!(mailbox_b.recv().expect("b2").data(), b"b2");
+        assert_eq!(mailbox_b.recv().expect("b3 through the shard").data(), b"b3");
+        router.flush();
+        let total = router.metrics().total();
+        assert_eq!((total.dead_letters, total.callback_panics, total.overflow_depth), (1, 1, 0));
+        assert_eq!(take_waiting(&mailbox_a), [b"a0".to_vec()]);
+        router.shutdown();
     });
 }
