@@ -11,10 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use sharded_router::{ActorId, Router};
-
-#[path = "../src/bin/sharded-router/workload/anchor.rs"]
-#[allow(dead_code)] // only registration is measured here
-mod anchor;
+use sharded_router_workloads::anchor;
 
 /// The system allocator, keeping a count of live bytes.
 struct Counting;

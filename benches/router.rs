@@ -1,8 +1,8 @@
 //! Our router against the single-task anchor and the raw-channel limit.
 //!
 //! Every group runs the three implementations on the same workload; the workload
-//! code is the `sharded-router bench` subcommand's (`src/bin/sharded-router/workload`,
-//! included below), so both report the same thing. How actors and producers run is
+//! code is the `sharded-router bench` subcommand's (the `sharded-router-workloads`
+//! crate, `workloads/`), so both report the same thing. How actors and producers run is
 //! described there: all of them are tokio tasks on one two-worker runtime, and a run
 //! is timed end to end, from the producers' start until every message is taken.
 //!
@@ -20,10 +20,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 
-#[path = "../src/bin/sharded-router/workload/mod.rs"]
-mod workload;
-
-use workload::{Fixture, Full, Impl, Mode, Spec};
+use sharded_router_workloads::{Fixture, Full, Impl, Mode, Spec};
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);

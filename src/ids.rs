@@ -111,12 +111,11 @@ impl ChannelId {
     /// A fresh id from the operating system's random source.
     #[must_use]
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        match getrandom::fill(&mut bytes) {
-            Ok(()) => Self(u128::from_le_bytes(bytes)),
-            // The OS source is unavailable: fall back to the UUID generator's.
-            Err(_) => Self(Uuid::new_v4().as_u128().rotate_left(64) ^ Uuid::new_v4().as_u128()),
-        }
+        // Two v4 UUIDs from the operating system's source, 122 random bits each. Their
+        // fixed version and variant bits (bits 76..80 and 62..64) land, after the
+        // rotation, on bits 12..16 and 126..128, so every bit of the result is the
+        // exclusive or of at least one random bit: 128 uniformly random bits.
+        Self(Uuid::new_v4().as_u128().rotate_left(64) ^ Uuid::new_v4().as_u128())
     }
 
     /// The id's 128 bits.

@@ -1,24 +1,16 @@
-//! Replays the committed fuzz corpora (`router_ops`, and `wire_frames` with the
-//! `server` feature) through the same models and checks as the fuzz targets, on
-//! stable and without libFuzzer, so a regression shows in a plain `cargo test`.
+//! Replays the committed fuzz corpora (`router_ops` and `wire_frames`) through the
+//! same models and checks as the fuzz targets (the `sharded-router-fuzz-model` crate,
+//! `fuzz-model/`), on stable and without libFuzzer, so a regression shows in a plain
+//! `cargo test`.
 //!
 //! The seed inputs are written by the ignored tests `write_seed_corpus` and
 //! `write_wire_seed_corpus`:
 //! `cargo test --test fuzz_corpus -- --ignored write_`.
 
-#[path = "../fuzz/src/router_ops.rs"]
-#[allow(dead_code)]
-mod router_ops;
-
-#[cfg(feature = "server")]
-#[path = "../fuzz/src/wire_frames.rs"]
-#[allow(dead_code)]
-mod wire_frames;
-
 use std::fs;
 use std::path::PathBuf;
 
-use router_ops::{Answer, Op, Wait};
+use sharded_router_fuzz_model::router_ops::{self, Answer, Op, Wait};
 
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
@@ -414,11 +406,10 @@ fn write_seed_corpus() {
     }
 }
 
-#[cfg(feature = "server")]
 mod wire {
     use std::fs;
 
-    use super::wire_frames::{self, frame, Tail, ABSENT, ECHO, MAX_FRAME, REFUSER};
+    use sharded_router_fuzz_model::wire_frames::{self, frame, Tail, ABSENT, ECHO, MAX_FRAME, REFUSER};
 
     #[test]
     fn wire_frames_corpus_replays() {

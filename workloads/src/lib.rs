@@ -1,7 +1,6 @@
-//! Workloads shared by `sharded-router bench` and the criterion benches.
-//!
-//! The criterion benches (`benches/router.rs`) include this module with `#[path]`, so
-//! both run exactly the same code. It compares three implementations:
+//! Workloads shared by `sharded-router bench` (the CLI, `cli/`) and the criterion
+//! benches (`benches/router.rs`, `benches/memory.rs`), so both run exactly the same
+//! code. Not published: it exists for the repository's own benchmarks. It compares three implementations:
 //!
 //! * **ours**: [`sharded_router::Router`];
 //! * **anchor**: a single-task router in the shape of Theater's (see [`anchor`]);

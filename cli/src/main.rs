@@ -1,4 +1,6 @@
-//! The `sharded-router` command-line tool.
+//! The `sharded-router` command-line tool (package `sharded-router-cli`): the
+//! in-process demo (the default), the management gateway's server and client verbs,
+//! and `bench`, a short run of the workloads in `sharded-router-workloads`.
 
 use std::process::ExitCode;
 
@@ -7,7 +9,6 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod gateway_cli;
-mod workload;
 
 #[derive(Parser)]
 #[command(version, about = "Sharded, high-throughput message routing for actor runtimes")]

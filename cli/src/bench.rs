@@ -3,8 +3,9 @@
 //! and the raw flume limit, printed as one table of medians with ratios from the same
 //! run.
 //!
-//! The workloads are the ones the criterion benches run (`workload` module); see
-//! its docs for how actors and producers are run.
+//! The workloads are the ones the criterion benches run (the
+//! `sharded-router-workloads` crate, `workloads/`); see its docs for how actors and
+//! producers are run.
 
 use std::error::Error;
 use std::io::{IsTerminal, Write};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::workload::{Fixture, Full, Impl, Mode, Run, Spec};
+use sharded_router_workloads::{Fixture, Full, Impl, Mode, Run, Spec};
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
