@@ -150,9 +150,26 @@ mod lock {
 
 /// The hasher for the crate's hash maps and shard selection: randomly keyed
 /// normally, fixed under loom (a model must make the same choices on every run).
+///
+/// The key is drawn once per process from the operating system's source through
+/// `uuid` (ahash's own `runtime-rng` would bring a second `getrandom`); each
+/// instance then differs by a counter, as std's `RandomState` does.
 pub(crate) fn random_state() -> ahash::RandomState {
     #[cfg(not(loom))]
-    return ahash::RandomState::new();
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+
+        static KEY: OnceLock<[u64; 4]> = OnceLock::new();
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let [a, b, c, d] = *KEY.get_or_init(|| {
+            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+            let (c, d) = uuid::Uuid::new_v4().as_u64_pair();
+            [a, b, c, d]
+        });
+        let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        ahash::RandomState::with_seeds(a, b, c, d.wrapping_add(instance))
+    }
     #[cfg(loom)]
     return ahash::RandomState::with_seeds(1, 2, 3, 4);
 }
@@ -253,7 +270,7 @@ pub(crate) mod map {
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(dashmap::DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), 16))
+            Self(dashmap::DashMap::with_hasher_and_shard_amount(super::random_state(), 16))
         }
 
         /// Runs `f` on the value for `key` under a read lock, passing `arg` along;
