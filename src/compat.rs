@@ -43,11 +43,12 @@ use std::task::{Context, Poll, Waker};
 
 use std::time::Duration;
 
+use crate::channel_api::OpenedChannel;
 use crate::error::{ChannelError, RegisterError, SendError, SendErrorKind, UnregisterError};
 use crate::ids::{ActorId, ChannelId, Participant};
 use crate::mailbox::{Mailbox, MailboxSender};
 use crate::message::ActorMessage;
-use crate::router::{OpenedChannel, Router};
+use crate::router::Router;
 use crate::sync::{Arc, Condvar, Mutex};
 
 /// The outcome of routing one message, as delivered on a command's `response_tx`.

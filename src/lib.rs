@@ -64,6 +64,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod builder;
+mod channel_api;
 mod channels;
 pub mod compat;
 mod error;
@@ -75,12 +77,16 @@ mod mailbox;
 mod message;
 mod metrics;
 mod router;
+mod routing;
 mod shard;
 mod sync;
 mod table;
 #[cfg(test)]
 mod tests;
+mod timers;
 
+pub use builder::{OverflowPolicy, RouterBuilder};
+pub use channel_api::{OpenFuture, OpenedChannel};
 pub use error::{
     BuildError, ChannelError, Disconnected, OpenFailed, RegisterError, RequestError, RequestFailed,
     SendError, SendErrorKind, TryRecvError, UnregisterError,
@@ -91,7 +97,7 @@ pub use message::{
     reply_channel, ActorMessage, ChannelOpenReply, ReplyHandle, ReplyReceiver, ResponseFuture,
 };
 pub use metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics, ShardMetrics};
-pub use router::{OpenFuture, OpenedChannel, OverflowPolicy, Router, RouterBuilder};
+pub use router::Router;
 
 /// Hooks for the loom models in `loom-tests/`. Built only with `--cfg loom`; not
 /// part of the public API.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Disconnected, RequestError, TryRecvError};
 use crate::ids::{ChannelId, Participant};
 use crate::message::ActorMessage;
-use crate::router::Inner;
+use crate::routing::Inner;
 use crate::shard::Cmd;
 use crate::sync::{chan, random_state, time, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 

@@ -6,27 +6,27 @@
 //!   earlier ones were still parked) wait here in FIFO order. The shard never blocks
 //!   on a mailbox: it retries a queue when the actor's [`Mailbox`](crate::Mailbox)
 //!   reports that it took a message (a `Drain` notice, sent once per wake-up);
-//! * **request deadlines** — a requester files its deadline in the shard's timer
-//!   inbox (a short mutex push) without waking the shard. The shard sleeps until the
-//!   earliest deadline it knows of, and while requests are flowing it also wakes at
-//!   a coarse period (the timer resolution) to collect newly filed ones. A requester
-//!   wakes the shard only when its deadline is earlier than the shard's next wake;
+//! * **request deadlines** (their inbox and heap entries are in `timers.rs`) — a
+//!   requester files its deadline in the shard's timer inbox (a short mutex push)
+//!   without waking the shard. The shard sleeps until the earliest deadline it
+//!   knows of, and while requests are flowing it also wakes at a coarse period (the
+//!   timer resolution) to collect newly filed ones. A requester wakes the shard only
+//!   when its deadline is earlier than the shard's next wake;
 //! * **clean-up** — parked messages and unresolved requests of an actor that
 //!   unregisters, and everything at shutdown.
 
-use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::channels::OpenSlot;
 use crate::error::RequestError;
 use crate::fence;
 use crate::mailbox::MailboxState;
-use crate::message::{ActorMessage, ReplySlot};
+use crate::message::ActorMessage;
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, HashMap, Mutex, Ordering};
+use crate::sync::{chan, time, Arc, AtomicBool, AtomicUsize, Condvar, HashMap, Mutex, Ordering};
 use crate::table::{Attempt, Entry, Table};
+use crate::timers::{Filed, Timers};
 
 /// A callback receiving dead letters.
 pub(crate) type DeadLetterSink = Arc<dyn Fn(DeadLetter) + Send + Sync>;
@@ -119,144 +119,6 @@ fn deliver_dead_letter(counters: &Counters, sink: Option<&DeadLetterSink>, lette
         if !fence::call("dead-letter sink", || sink(letter)) {
             Counters::bump(&counters.callback_panics);
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Timers
-
-/// Something with a deadline, kept by the target's shard.
-pub(crate) enum Pending {
-    Request(Arc<ReplySlot<Vec<u8>>>),
-    Open(Arc<OpenSlot>),
-}
-
-impl Pending {
-    fn is_done(&self) -> bool {
-        match self {
-            Self::Request(slot) => slot.is_done(),
-            Self::Open(open) => open.is_done(),
-        }
-    }
-
-    /// Resolves with `error` unless already resolved.
-    fn resolve(&self, error: RequestError) {
-        match self {
-            Self::Request(slot) => {
-                let _ = slot.complete(Err(error.into()));
-            }
-            Self::Open(open) => {
-                OpenSlot::decide(open, Err(error.into()));
-            }
-        }
-    }
-
-    fn targets(&self, state: &Arc<MailboxState>) -> bool {
-        match self {
-            Self::Request(slot) => slot.targets(state),
-            Self::Open(open) => open.slot.targets(state),
-        }
-    }
-}
-
-/// A deadline in the shard's heap. Ordered so that the max-heap's top is the
-/// earliest deadline (`None`, no deadline, last), ties broken by filing order.
-struct Filed {
-    pending: Pending,
-    deadline: Option<Instant>,
-    /// The deadline in nanoseconds since the timers' epoch (`u64::MAX`: none) in
-    /// the high half, the filing order in the low half: one integer compare.
-    key: u128,
-}
-
-impl Filed {
-    fn key(&self) -> u128 {
-        self.key
-    }
-}
-
-impl PartialEq for Filed {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Filed {}
-
-impl PartialOrd for Filed {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Filed {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        other.key().cmp(&self.key())
-    }
-}
-
-#[derive(Default)]
-struct Inbox {
-    filed: Vec<(Pending, Option<Instant>)>,
-    /// Set when the shard stops taking deadlines: why.
-    closed: Option<RequestError>,
-}
-
-/// A shard's timer inbox: requesters file deadlines here without waking the shard.
-pub(crate) struct Timers {
-    inbox: Mutex<Inbox>,
-    /// When the shard will next wake on its own, in nanoseconds since `epoch`
-    /// (`u64::MAX`: not until a command arrives).
-    next_wake: AtomicU64,
-    epoch: Instant,
-}
-
-impl Timers {
-    fn new() -> Self {
-        Self { inbox: Mutex::new(Inbox::default()), next_wake: AtomicU64::new(u64::MAX), epoch: time::now() }
-    }
-
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
-    }
-
-    /// Files a deadline (`None`: none, kept only so the request can be resolved
-    /// at unregistration or shutdown). Wakes the shard only if it would otherwise
-    /// sleep past `deadline`. Once the shard has stopped taking deadlines, fails
-    /// with why (`Shutdown`, `ShardFailed`).
-    pub(crate) fn file(
-        &self,
-        pending: Pending,
-        deadline: Option<Instant>,
-        shard: &chan::Sender<Cmd>,
-    ) -> Result<(), RequestError> {
-        {
-            let mut inbox = self.inbox.lock();
-            if let Some(reason) = inbox.closed {
-                return Err(reason);
-            }
-            inbox.filed.push((pending, deadline));
-        }
-        let Some(deadline) = deadline else { return Ok(()) };
-        let at = self.nanos(deadline);
-        // Most deadlines are later than the shard's next wake: a plain load settles
-        // those without writing the shared word.
-        if at < self.next_wake.load(Ordering::SeqCst) && at < self.next_wake.fetch_min(at, Ordering::SeqCst) {
-            let _ = shard.send(Cmd::Wake);
-        }
-        Ok(())
-    }
-
-    fn take(&self) -> Vec<(Pending, Option<Instant>)> {
-        std::mem::take(&mut self.inbox.lock().filed)
-    }
-
-    /// Stops taking deadlines (later filings fail with `reason`) and returns what
-    /// was filed but not yet taken.
-    fn close(&self, reason: RequestError) -> Vec<(Pending, Option<Instant>)> {
-        let mut inbox = self.inbox.lock();
-        inbox.closed.get_or_insert(reason);
-        std::mem::take(&mut inbox.filed)
     }
 }
 

@@ -20,11 +20,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::protocol::{decode_client_frame, ActorInfo, Command, ErrorKind, Event, Response, ServerFrame};
+use crate::channel_api::OpenFuture;
 use crate::error::RegisterError;
 use crate::ids::{ActorId, ExternalId};
 use crate::mailbox::Mailbox;
 use crate::message::{ActorMessage, ResponseFuture};
-use crate::router::{OpenFuture, Router};
+use crate::router::Router;
 
 /// Looks up an actor's display name for [`Command::ListActors`].
 pub type NameLookup = Arc<dyn Fn(ActorId) -> Option<String> + Send + Sync>;

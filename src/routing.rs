@@ -1,0 +1,227 @@
+//! The routing core: the state every caller, mailbox and the shutdown path share
+//! (`Inner`: the shards, the channel table, the closed flag), the routing of one
+//! message to a participant, registration and its end, and stopping the shards
+//! (`Owner`, which the last [`Router`](crate::Router) clone drops).
+
+use crate::channels::{ChannelTable, Leaving};
+use crate::error::{RegisterError, RequestError, SendError, SendErrorKind};
+use crate::ids::Participant;
+use crate::mailbox::{MailboxSender, MailboxState};
+use crate::message::ActorMessage;
+use crate::metrics::DeadLetterReason;
+use crate::shard::{Cmd, DeadLetterSink, ShardHandle};
+use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
+use crate::table::Entry;
+
+/// The routing core: what callers, mailboxes and the shutdown path share.
+pub(crate) struct Inner {
+    pub(crate) shards: Box<[ShardHandle]>,
+    pub(crate) channels: Arc<ChannelTable>,
+    pub(crate) hasher: ahash::RandomState,
+    pub(crate) closed: AtomicBool,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) overflow_bound: usize,
+    pub(crate) dead_letters: Option<DeadLetterSink>,
+    /// Entries taken out of the tables at shutdown. Their mailbox senders are
+    /// dropped only after the shards have stopped (see [`Owner::shutdown`]).
+    pub(crate) drained: Mutex<Vec<Arc<Entry>>>,
+}
+
+impl Inner {
+    pub(crate) fn shard(&self, id: &Participant) -> &ShardHandle {
+        let n = self.shards.len();
+        // `n` is at least 1 (checked at build); the modulo keeps the index in range.
+        let index = (self.hasher.hash_one(id) % n as u64) as usize;
+        &self.shards[index]
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Routes `msg` to a participant, parking up to `bound` messages at its shard.
+    pub(crate) fn route(
+        &self,
+        to: Participant,
+        msg: ActorMessage,
+        bound: usize,
+    ) -> Result<(), SendError<ActorMessage>> {
+        let shard = self.shard(&to);
+        // `closed` is read under the table lock: shutdown sets it before emptying
+        // the tables, so an entry that a racing `register` inserts after that (and
+        // then removes again) never takes a message.
+        shard
+            .shared
+            .table
+            .with(&to, msg, |entry, msg| {
+                if self.is_closed() {
+                    return Err(SendError::new(SendErrorKind::Shutdown, msg));
+                }
+                Entry::route(entry, msg, shard, bound)
+            })
+            .unwrap_or_else(|msg| {
+                let kind =
+                    if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
+                Err(SendError::new(kind, msg))
+            })
+    }
+
+    /// The registration state of a participant.
+    pub(crate) fn state_of(&self, who: Participant) -> Option<Arc<MailboxState>> {
+        self.shard(&who).shared.table.with(&who, (), |entry, ()| Arc::clone(&entry.state)).ok()
+    }
+
+    pub(crate) fn add(
+        this: &Arc<Self>,
+        who: Participant,
+        mailbox: MailboxSender,
+    ) -> Result<(), RegisterError> {
+        if this.is_closed() {
+            return Err(RegisterError::Shutdown);
+        }
+        let shard = this.shard(&who);
+        if shard.shared.is_failed() {
+            return Err(RegisterError::ShardFailed);
+        }
+        if mailbox.state.receivers() == 0 {
+            return Err(RegisterError::MailboxClosed);
+        }
+        let state = Arc::clone(&mailbox.state);
+        // Linked before the insert: once sends can reach the mailbox, its
+        // receiver must be able to tell the shard that room appeared.
+        state.link(who, Arc::clone(this));
+        let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
+        let key = entry.key();
+        if shard.shared.table.insert_new(who, entry).is_err() {
+            state.reset_link();
+            return Err(match who {
+                Participant::Actor(id) => RegisterError::AlreadyRegistered(id),
+                Participant::External(id) => RegisterError::ExternalIdInUse(id),
+            });
+        }
+        // Raced with shutdown. The insert took effect and sends may already have
+        // put messages into the mailbox, so the registration succeeded; it ends
+        // with the shutdown. Shutdown's table sweep may have run before the insert
+        // (then nothing reached the entry: sends check `closed` under the table
+        // lock), so take the entry out here if it is still ours; either way the
+        // mailbox disconnects.
+        if this.is_closed() {
+            if let Some(entry) = shard.shared.table.remove_if(&who, |e| e.key() == key) {
+                entry.state.unlink(RequestError::Shutdown);
+            }
+        }
+        // The last receiver went away while registering, before the insert: its
+        // drop found nothing to remove, so end the registration here.
+        if state.receivers() == 0 {
+            this.mailbox_dropped(who, &state);
+        }
+        tracing::trace!(participant = %who, shard = shard.shared.index, "registered");
+        Ok(())
+    }
+
+    /// Removes a participant: from here on nothing reaches its mailbox and no
+    /// answer to its requests is accepted. Its channels are closed (peers get
+    /// `ChannelClose`), opens it takes part in resolve, and the shard is told
+    /// about anything still in flight (what was parked becomes dead letters with
+    /// `reason`). `Err` if `who` is not registered or `is_current` rejects the
+    /// registration found.
+    pub(crate) fn remove(
+        &self,
+        who: Participant,
+        is_current: impl FnOnce(&Arc<Entry>) -> bool,
+        reason: DeadLetterReason,
+    ) -> Result<(), ()> {
+        let shard = self.shard(&who);
+        let entry = shard.shared.table.remove_if(&who, is_current).ok_or(())?;
+        let state = &entry.state;
+        state.unlink(RequestError::ActorNotFound);
+        for channel in state.take_channels() {
+            if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
+                let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
+            }
+        }
+        // Table readers are done with the entry (the removal took the write lock),
+        // so these counts can only fall from here.
+        if state.in_flight.load(Ordering::SeqCst) > 0 || state.outstanding.load(Ordering::SeqCst) > 0 {
+            let _ = shard.cmd.send(Cmd::Unregistered(entry, reason));
+        }
+        tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
+        Ok(())
+    }
+
+    /// The last receiving half of `who`'s mailbox was dropped: the actor can take
+    /// nothing more, so it is unregistered (if `state` is still its registration).
+    pub(crate) fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>) {
+        let current = |entry: &Arc<Entry>| Arc::ptr_eq(&entry.state, state);
+        if self.remove(who, current, DeadLetterReason::MailboxClosed).is_ok() {
+            tracing::warn!(participant = %who, "mailbox dropped while registered: unregistered");
+        }
+    }
+
+    /// Starts the shutdown, once: later calls fail with `Shutdown`, the tables
+    /// are emptied (nobody can post to a shard after its `Shutdown`: posts happen
+    /// under a table read lock), opening channels resolve, and every shard is told
+    /// to stop. Waits for nothing.
+    fn begin_shutdown(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(shards = self.shards.len(), "router shutting down");
+        for shard in self.shards.iter() {
+            shard.shared.closing.store(true, Ordering::SeqCst);
+        }
+        let mut drained = Vec::new();
+        for shard in self.shards.iter() {
+            for entry in shard.shared.table.drain() {
+                entry.state.unlink(RequestError::Shutdown);
+                drained.push(entry);
+            }
+        }
+        self.drained.lock().append(&mut drained);
+        self.channels.clear();
+        for shard in self.shards.iter() {
+            let _ = shard.cmd.send(Cmd::Shutdown);
+        }
+    }
+}
+
+/// Owns the shard threads; the last [`Router`] clone dropping it shuts the router
+/// down.
+pub(crate) struct Owner {
+    pub(crate) inner: Arc<Inner>,
+    /// Held by a caller of [`shutdown`](Self::shutdown) until the threads are
+    /// joined, so that concurrent callers all wait for the same end.
+    pub(crate) threads: Mutex<Vec<thread::JoinHandle>>,
+    pub(crate) thread_ids: Vec<std::thread::ThreadId>,
+}
+
+impl Owner {
+    /// Stops every shard and joins its thread. Every call returns only after the
+    /// shards have stopped (requests resolved, parked messages dead-lettered) and
+    /// the mailboxes have been let go — except a call from one of the router's
+    /// own shard threads (a dead-letter sink), which cannot wait for itself: it
+    /// starts the shutdown and returns.
+    pub(crate) fn shutdown(&self) {
+        if self.thread_ids.contains(&thread::current_id()) {
+            self.inner.begin_shutdown();
+            return;
+        }
+        let mut threads = self.threads.lock();
+        self.inner.begin_shutdown();
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+        // The mailbox senders go last. A mailbox whose receiver is gone drops its
+        // queued messages with its last sender, and their reply handles would
+        // settle requests and opens as unanswered (`NoReply`, `Rejected`) before
+        // the channel table and the shards resolve them with `Shutdown`.
+        let drained = std::mem::take(&mut *self.inner.drained.lock());
+        drop(drained);
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

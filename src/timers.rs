@@ -1,0 +1,152 @@
+//! Request and channel-open deadlines: the inbox requesters file them in without
+//! waking the shard, and the heap entries the shard keeps them in.
+//!
+//! A requester pushes its deadline into the target shard's inbox (a short mutex
+//! push) and wakes the shard only if the deadline is earlier than the shard's next
+//! planned wake (`next_wake`). The shard moves filed deadlines into a binary heap
+//! keyed by one integer (deadline, then filing order): O(log n) per deadline.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::time::Instant;
+
+use crate::channels::OpenSlot;
+use crate::error::RequestError;
+use crate::mailbox::MailboxState;
+use crate::message::ReplySlot;
+use crate::shard::Cmd;
+use crate::sync::{chan, time, Arc, AtomicU64, Mutex, Ordering};
+
+/// Something with a deadline, kept by the target's shard.
+pub(crate) enum Pending {
+    Request(Arc<ReplySlot<Vec<u8>>>),
+    Open(Arc<OpenSlot>),
+}
+
+impl Pending {
+    pub(crate) fn is_done(&self) -> bool {
+        match self {
+            Self::Request(slot) => slot.is_done(),
+            Self::Open(open) => open.is_done(),
+        }
+    }
+
+    /// Resolves with `error` unless already resolved.
+    pub(crate) fn resolve(&self, error: RequestError) {
+        match self {
+            Self::Request(slot) => {
+                let _ = slot.complete(Err(error.into()));
+            }
+            Self::Open(open) => {
+                OpenSlot::decide(open, Err(error.into()));
+            }
+        }
+    }
+
+    pub(crate) fn targets(&self, state: &Arc<MailboxState>) -> bool {
+        match self {
+            Self::Request(slot) => slot.targets(state),
+            Self::Open(open) => open.slot.targets(state),
+        }
+    }
+}
+
+/// A deadline in the shard's heap. Ordered so that the max-heap's top is the
+/// earliest deadline (`None`, no deadline, last), ties broken by filing order.
+pub(crate) struct Filed {
+    pub(crate) pending: Pending,
+    pub(crate) deadline: Option<Instant>,
+    /// The deadline in nanoseconds since the timers' epoch (`u64::MAX`: none) in
+    /// the high half, the filing order in the low half: one integer compare.
+    pub(crate) key: u128,
+}
+
+impl Filed {
+    fn key(&self) -> u128 {
+        self.key
+    }
+}
+
+impl PartialEq for Filed {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Filed {}
+
+impl PartialOrd for Filed {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Filed {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.key().cmp(&self.key())
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    filed: Vec<(Pending, Option<Instant>)>,
+    /// Set when the shard stops taking deadlines: why.
+    closed: Option<RequestError>,
+}
+
+/// A shard's timer inbox: requesters file deadlines here without waking the shard.
+pub(crate) struct Timers {
+    inbox: Mutex<Inbox>,
+    /// When the shard will next wake on its own, in nanoseconds since `epoch`
+    /// (`u64::MAX`: not until a command arrives).
+    pub(crate) next_wake: AtomicU64,
+    epoch: Instant,
+}
+
+impl Timers {
+    pub(crate) fn new() -> Self {
+        Self { inbox: Mutex::new(Inbox::default()), next_wake: AtomicU64::new(u64::MAX), epoch: time::now() }
+    }
+
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Files a deadline (`None`: none, kept only so the request can be resolved
+    /// at unregistration or shutdown). Wakes the shard only if it would otherwise
+    /// sleep past `deadline`. Once the shard has stopped taking deadlines, fails
+    /// with why (`Shutdown`, `ShardFailed`).
+    pub(crate) fn file(
+        &self,
+        pending: Pending,
+        deadline: Option<Instant>,
+        shard: &chan::Sender<Cmd>,
+    ) -> Result<(), RequestError> {
+        {
+            let mut inbox = self.inbox.lock();
+            if let Some(reason) = inbox.closed {
+                return Err(reason);
+            }
+            inbox.filed.push((pending, deadline));
+        }
+        let Some(deadline) = deadline else { return Ok(()) };
+        let at = self.nanos(deadline);
+        // Most deadlines are later than the shard's next wake: a plain load settles
+        // those without writing the shared word.
+        if at < self.next_wake.load(Ordering::SeqCst) && at < self.next_wake.fetch_min(at, Ordering::SeqCst) {
+            let _ = shard.send(Cmd::Wake);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn take(&self) -> Vec<(Pending, Option<Instant>)> {
+        std::mem::take(&mut self.inbox.lock().filed)
+    }
+
+    /// Stops taking deadlines (later filings fail with `reason`) and returns what
+    /// was filed but not yet taken.
+    pub(crate) fn close(&self, reason: RequestError) -> Vec<(Pending, Option<Instant>)> {
+        let mut inbox = self.inbox.lock();
+        inbox.closed.get_or_insert(reason);
+        std::mem::take(&mut inbox.filed)
+    }
+}
