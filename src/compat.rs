@@ -39,17 +39,16 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::channel_api::OpenedChannel;
-use crate::error::{ChannelError, RegisterError, SendError, SendErrorKind, UnregisterError};
+use crate::error::{ChannelError, RegisterError, RequestError, SendError, SendErrorKind, UnregisterError};
 use crate::ids::{ActorId, ChannelId, Participant};
 use crate::mailbox::{Mailbox, MailboxSender};
-use crate::message::ActorMessage;
+use crate::message::{ActorMessage, ReplySlot};
 use crate::router::Router;
-use crate::sync::{Arc, Condvar, Mutex};
+use crate::sync::Arc;
 
 /// The outcome of routing one message, as delivered on a command's `response_tx`.
 pub type RouteResult = Result<(), SendError<ActorMessage>>;
@@ -268,51 +267,30 @@ impl Default for MessageRouter {
     }
 }
 
-struct OneshotState<T> {
-    value: Option<T>,
-    sender_gone: bool,
-    waker: Option<Waker>,
-}
-
-struct Oneshot<T> {
-    state: Mutex<OneshotState<T>>,
-    ready: Condvar,
-}
-
-/// A runtime-agnostic one-shot channel, standing in for `tokio::sync::oneshot`.
+/// A runtime-agnostic one-shot channel, standing in for `tokio::sync::oneshot`;
+/// built on the crate's one complete-once cell, the reply slot behind requests.
 #[must_use]
 pub fn oneshot<T>() -> (ResponseSender<T>, ResponseReceiver<T>) {
-    let shared = Arc::new(Oneshot {
-        state: Mutex::new(OneshotState { value: None, sender_gone: false, waker: None }),
-        ready: Condvar::new(),
-    });
-    (ResponseSender { shared: Arc::clone(&shared) }, ResponseReceiver { shared })
+    let slot = ReplySlot::new(None);
+    (ResponseSender { slot: Arc::clone(&slot) }, ResponseReceiver { slot })
 }
 
 /// The sending half of [`oneshot`].
 pub struct ResponseSender<T> {
-    shared: Arc<Oneshot<T>>,
+    slot: Arc<ReplySlot<T>>,
 }
 
 impl<T> ResponseSender<T> {
     /// Sends the value (consuming the sender). A value nobody receives is dropped.
     pub fn send(self, value: T) {
-        self.shared.state.lock().value = Some(value);
-        // `Drop` wakes the receiver.
+        let _ = self.slot.complete(Ok(value));
     }
 }
 
 impl<T> Drop for ResponseSender<T> {
+    /// Dropped without sending: the receiver gets [`Canceled`].
     fn drop(&mut self) {
-        let waker = {
-            let mut state = self.shared.state.lock();
-            state.sender_gone = true;
-            state.waker.take()
-        };
-        self.shared.ready.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        let _ = self.slot.complete(Err(RequestError::NoReply.into()));
     }
 }
 
@@ -336,7 +314,7 @@ impl std::error::Error for Canceled {}
 
 /// The receiving half of [`oneshot`]; await it, or call [`recv`](Self::recv).
 pub struct ResponseReceiver<T> {
-    shared: Arc<Oneshot<T>>,
+    slot: Arc<ReplySlot<T>>,
 }
 
 impl<T> ResponseReceiver<T> {
@@ -345,16 +323,7 @@ impl<T> ResponseReceiver<T> {
     /// # Errors
     /// [`Canceled`] if the sender was dropped without sending.
     pub fn recv(self) -> Result<T, Canceled> {
-        let mut state = self.shared.state.lock();
-        loop {
-            if let Some(v) = state.value.take() {
-                return Ok(v);
-            }
-            if state.sender_gone {
-                return Err(Canceled);
-            }
-            self.shared.ready.wait(&mut state);
-        }
+        self.slot.wait().map_err(|_| Canceled)
     }
 }
 
@@ -362,15 +331,7 @@ impl<T> Future for ResponseReceiver<T> {
     type Output = Result<T, Canceled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.shared.state.lock();
-        if let Some(v) = state.value.take() {
-            return Poll::Ready(Ok(v));
-        }
-        if state.sender_gone {
-            return Poll::Ready(Err(Canceled));
-        }
-        state.waker = Some(cx.waker().clone());
-        Poll::Pending
+        self.slot.poll_outcome(cx).map_err(|_| Canceled)
     }
 }
 

@@ -1,4 +1,6 @@
-//! What actors receive, and the one-shot reply slot behind requests.
+//! What actors receive, and the one-shot reply slot behind requests: the crate's
+//! one complete-once cell, which also carries channel-open decisions, the flush
+//! barrier and `compat`'s oneshot.
 
 use std::fmt;
 use std::future::Future;

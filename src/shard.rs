@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use crate::error::RequestError;
 use crate::fence;
 use crate::mailbox::MailboxState;
-use crate::message::ActorMessage;
+use crate::message::{ActorMessage, ReplySlot};
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicUsize, Condvar, HashMap, Mutex, Ordering};
+use crate::sync::{chan, time, Arc, AtomicBool, AtomicUsize, HashMap, Ordering};
 use crate::table::{Attempt, Entry, Table};
 use crate::timers::{Filed, Timers};
 
@@ -125,44 +125,43 @@ fn deliver_dead_letter(counters: &Counters, sink: Option<&DeadLetterSink>, lette
 // ---------------------------------------------------------------------------------
 // Flush barrier
 
-struct LatchState {
-    live: Mutex<usize>,
-    zero: Condvar,
+/// Released when every [`FlushToken`] made from it has been dropped: the tokens
+/// share one [`Release`], whose drop (with the last token) completes the latch's
+/// reply slot, the crate's one complete-once cell.
+pub(crate) struct Latch {
+    slot: Arc<ReplySlot<()>>,
+    release: Arc<Release>,
 }
 
-/// Released when every [`FlushToken`] made from it has been dropped.
-pub(crate) struct Latch(Arc<LatchState>);
+/// Completes the latch's slot when the last token holding it is dropped.
+struct Release(Arc<ReplySlot<()>>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.0.complete(Ok(()));
+    }
+}
 
 /// One shard's part of a flush; dropping it counts the latch down.
-pub(crate) struct FlushToken(Arc<LatchState>);
+pub(crate) struct FlushToken(#[allow(dead_code)] Arc<Release>);
 
 impl Latch {
     pub(crate) fn new() -> Self {
-        Self(Arc::new(LatchState { live: Mutex::new(0), zero: Condvar::new() }))
+        let slot = ReplySlot::new(None);
+        let release = Arc::new(Release(Arc::clone(&slot)));
+        Self { slot, release }
     }
 
     pub(crate) fn token(&self) -> FlushToken {
-        *self.0.live.lock() += 1;
-        FlushToken(Arc::clone(&self.0))
+        FlushToken(Arc::clone(&self.release))
     }
 
     /// Waits for every token to be dropped. Tokens are dropped by the shard that
     /// handles them, or with its queue when it stops, so this wait is bounded.
     pub(crate) fn wait(self) {
-        let mut live = self.0.live.lock();
-        while *live > 0 {
-            self.0.zero.wait(&mut live);
-        }
-    }
-}
-
-impl Drop for FlushToken {
-    fn drop(&mut self) {
-        let mut live = self.0.live.lock();
-        *live = live.saturating_sub(1);
-        if *live == 0 {
-            self.0.zero.notify_all();
-        }
+        let Self { slot, release } = self;
+        drop(release);
+        let _ = slot.wait();
     }
 }
 
