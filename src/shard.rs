@@ -26,7 +26,7 @@ use crate::message::{ActorMessage, ReplySlot};
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
 use crate::sync::{chan, time, Arc, AtomicBool, AtomicUsize, HashMap, Ordering};
 use crate::table::{Attempt, Entry, Table};
-use crate::timers::{Filed, Timers};
+use crate::timers::{Filed, Pending, Timers};
 
 /// A callback receiving dead letters.
 pub(crate) type DeadLetterSink = Arc<dyn Fn(DeadLetter) + Send + Sync>;
@@ -314,19 +314,8 @@ impl Shard {
             "shard thread panicked: the shard is failed; its requests and opens resolve with ShardFailed, \
              its parked messages become dead letters, and it refuses what needs it from now on"
         );
-        // Parked requests and opens first: they resolve with their payload.
-        let parked: Vec<Overflow> = self.overflow.drain().map(|(_, o)| o).collect();
-        for o in parked {
-            self.discard(o, DeadLetterReason::ShardFailed);
-        }
-        self.publish_depth();
-        for (pending, _) in self.shared.timers.close(RequestError::ShardFailed) {
-            pending.resolve(RequestError::ShardFailed);
-        }
-        for filed in std::mem::take(&mut self.heap) {
-            filed.pending.resolve(RequestError::ShardFailed);
-        }
-        self.publish_timers();
+        let filed = self.shared.timers.close(RequestError::ShardFailed);
+        self.release_all(filed, DeadLetterReason::ShardFailed, RequestError::ShardFailed);
     }
 
     /// The loop of a failed shard: whatever is posted to it is refused (a
@@ -587,16 +576,29 @@ impl Shard {
                 Cmd::Crash => {}
             }
         }
+        self.release_all(filed, DeadLetterReason::Shutdown, RequestError::Shutdown);
+    }
+
+    /// Lets go of everything the shard holds: parked messages become dead letters
+    /// with `reason` (parked requests and opens first, so that they resolve with
+    /// their payload), then every deadline still held — `filed` (taken from the
+    /// closed inbox) and the heap — resolves with `error`.
+    fn release_all(
+        &mut self,
+        filed: Vec<(Pending, Option<Instant>)>,
+        reason: DeadLetterReason,
+        error: RequestError,
+    ) {
         let parked: Vec<Overflow> = self.overflow.drain().map(|(_, o)| o).collect();
         for o in parked {
-            self.discard(o, DeadLetterReason::Shutdown);
+            self.discard(o, reason);
         }
         self.publish_depth();
         for (pending, _) in filed {
-            pending.resolve(RequestError::Shutdown);
+            pending.resolve(error);
         }
         for filed in std::mem::take(&mut self.heap) {
-            filed.pending.resolve(RequestError::Shutdown);
+            filed.pending.resolve(error);
         }
         self.publish_timers();
     }

@@ -60,15 +60,9 @@ pub(crate) struct Filed {
     pub(crate) key: u128,
 }
 
-impl Filed {
-    fn key(&self) -> u128 {
-        self.key
-    }
-}
-
 impl PartialEq for Filed {
     fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
+        self.key == other.key
     }
 }
 
@@ -82,7 +76,7 @@ impl PartialOrd for Filed {
 
 impl Ord for Filed {
     fn cmp(&self, other: &Self) -> CmpOrdering {
-        other.key().cmp(&self.key())
+        other.key.cmp(&self.key)
     }
 }
 
