@@ -4,9 +4,10 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::BuildError;
+use crate::inbox::{Cmd, DeadLetterSink, ShardHandle};
 use crate::metrics::DeadLetter;
 use crate::router::Router;
-use crate::shard::{Cmd, DeadLetterSink, Shard, ShardConfig, ShardHandle};
+use crate::shard::{Shard, ShardConfig};
 use crate::sync::{self, thread};
 
 /// What happens to a message whose target's mailbox is full.
@@ -177,5 +178,21 @@ impl RouterBuilder {
         }
         tracing::debug!(shards = self.shards, "router started");
         Ok(Router::assemble(shards, threads, self.mailbox_capacity, self.overflow.bound(), self.dead_letters))
+    }
+}
+
+/// The router's constructors live beside the builder they use.
+impl Router {
+    /// A builder with the defaults.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder::default()
+    }
+
+    /// A router with the default configuration.
+    ///
+    /// # Errors
+    /// [`BuildError::Spawn`] if a shard thread cannot be spawned.
+    pub fn new() -> Result<Self, BuildError> {
+        Self::builder().build()
     }
 }

@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::channels::OpenDecision;
 use crate::channels::OpenSlot;
 use crate::error::{ChannelError, OpenFailed, RequestError, RequestFailed, SendError, SendErrorKind};
 use crate::ids::{ChannelId, Participant};
-use crate::message::{ActorMessage, ChannelOpenReply, OpenDecision};
+use crate::message::{ActorMessage, ChannelOpenReply};
 use crate::router::Router;
 use crate::sync::{time, Arc};
 use crate::timers::Pending;
@@ -59,7 +60,7 @@ impl Router {
             return refuse(ChannelError::ParticipantNotFound(target), initial_msg);
         }
         let shard = inner.shard(&target);
-        if let Err(error) = shard.shared.timers.file(Pending::Open(Arc::clone(&open)), deadline, &shard.cmd) {
+        if let Err(error) = shard.file(Pending::Open(Arc::clone(&open)), deadline) {
             OpenSlot::decide(&open, Err(error.into()));
             return refuse(ChannelError::from_open(error, target), initial_msg);
         }

@@ -13,9 +13,9 @@
 
 use crate::error::{ChannelError, RequestFailed, SendErrorKind};
 use crate::ids::{ChannelId, Participant};
-use crate::mailbox::MailboxState;
-use crate::message::{OpenDecision, ReplySlot};
 use crate::metrics::{Counters, Striped};
+use crate::registration::MailboxState;
+use crate::slot::ReplySlot;
 use crate::sync::{map::ConcurrentMap, Arc, AtomicBool, AtomicU64, Ordering};
 
 /// One channel.
@@ -259,4 +259,12 @@ impl OpenSlot {
     pub(crate) fn is_done(&self) -> bool {
         self.slot.is_done()
     }
+}
+
+/// The target's answer to a channel open.
+pub(crate) enum OpenDecision {
+    Accepted(Option<Vec<u8>>),
+    Rejected,
+    /// This participant went away before the target decided.
+    Left(Participant),
 }

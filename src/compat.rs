@@ -46,8 +46,9 @@ use crate::channel_api::OpenedChannel;
 use crate::error::{ChannelError, RegisterError, RequestError, SendError, SendErrorKind, UnregisterError};
 use crate::ids::{ActorId, ChannelId, Participant};
 use crate::mailbox::{Mailbox, MailboxSender};
-use crate::message::{ActorMessage, ReplySlot};
+use crate::message::ActorMessage;
 use crate::router::Router;
+use crate::slot::ReplySlot;
 use crate::sync::Arc;
 
 /// The outcome of routing one message, as delivered on a command's `response_tx`.

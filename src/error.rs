@@ -33,6 +33,10 @@ pub enum SendErrorKind {
     /// [`close_channel`](crate::Router::close_channel)), never through
     /// [`Router::deliver`](crate::Router::deliver).
     ChannelOnly,
+    /// No room appeared before the deadline of a bounded send
+    /// ([`Router::send_async_timeout`](crate::Router::send_async_timeout),
+    /// [`blocking_send_timeout`](crate::Router::blocking_send_timeout)).
+    Timeout,
 }
 
 impl SendErrorKind {
@@ -48,6 +52,7 @@ impl SendErrorKind {
             Self::ShardFull => "the target's shard holds as many parked messages as it may",
             Self::ShardFailed => "the target's shard failed",
             Self::ChannelOnly => "channel messages travel only through the channel API",
+            Self::Timeout => "no room appeared in the target's mailbox before the deadline",
         }
     }
 }
@@ -152,6 +157,7 @@ impl From<SendErrorKind> for RequestError {
             SendErrorKind::Shutdown => Self::Shutdown,
             SendErrorKind::ShardFull => Self::ShardFull,
             SendErrorKind::ShardFailed => Self::ShardFailed,
+            SendErrorKind::Timeout => Self::Timeout,
             SendErrorKind::ActorNotFound
             | SendErrorKind::ChannelNotFound
             | SendErrorKind::ChannelNotOpen

@@ -45,7 +45,7 @@
 //!     }
 //! });
 //!
-//! router.send(echo, b"one-way".to_vec())?;
+//! router.try_send(echo, b"one-way".to_vec())?;
 //! let reply = router.request(echo, b"ping".to_vec(), Duration::from_secs(1))?;
 //! assert_eq!(reply, b"ping");
 //! router.shutdown();
@@ -64,26 +64,36 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+// The face: what users call.
 mod builder;
 mod channel_api;
-mod channels;
 pub mod compat;
-mod error;
-mod fence;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;
-mod ids;
+mod router;
+mod send_api;
+// Routing: the core every call goes through, and the channel table.
+mod channels;
+mod routing;
+// The shards: their threads, what callers post to them, and the overflow protocol.
+mod delivery;
+mod inbox;
+mod shard;
+mod timers;
+// One actor: its table entry, mailbox, registration and messages.
 mod mailbox;
 mod message;
-mod metrics;
-mod router;
-mod routing;
-mod shard;
-mod sync;
+mod registration;
+mod slot;
 mod table;
+// The ground: ids, errors, metrics, fenced user code, the loom seam.
+mod error;
+mod fence;
+mod ids;
+mod metrics;
+mod sync;
 #[cfg(test)]
 mod tests;
-mod timers;
 
 pub use builder::{OverflowPolicy, RouterBuilder};
 pub use channel_api::{OpenFuture, OpenedChannel};
@@ -98,6 +108,7 @@ pub use message::{
 };
 pub use metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics, ShardMetrics};
 pub use router::Router;
+pub use send_api::SendFuture;
 
 /// Hooks for the loom models in `loom-tests/`. Built only with `--cfg loom`; not
 /// part of the public API.

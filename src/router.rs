@@ -5,19 +5,17 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::builder::RouterBuilder;
 use crate::channels::ChannelTable;
-use crate::error::{
-    BuildError, RegisterError, RequestError, RequestFailed, SendError, SendErrorKind, UnregisterError,
-};
+use crate::delivery::route::route;
+use crate::error::{RegisterError, RequestError, RequestFailed, UnregisterError};
 use crate::ids::{ActorId, ExternalId, Participant};
+use crate::inbox::{Cmd, DeadLetterSink, Latch, ShardHandle};
 use crate::mailbox::{mailbox, Mailbox, MailboxSender};
-use crate::message::{ActorMessage, ReplyHandle, ReplySlot, ResponseFuture};
-use crate::metrics::{ChannelMetrics, DeadLetter, DeadLetterReason, RouterMetrics};
+use crate::message::{ActorMessage, ReplyHandle, ResponseFuture};
+use crate::metrics::{ChannelMetrics, DeadLetterReason, RouterMetrics};
 use crate::routing::{Inner, Owner};
-use crate::shard::{Cmd, DeadLetterSink, Latch, ShardHandle};
+use crate::slot::ReplySlot;
 use crate::sync::{random_state, thread, time, Arc, AtomicBool, Mutex, Ordering};
-use crate::table::Entry;
 use crate::timers::Pending;
 
 /// A sharded message router.
@@ -51,7 +49,7 @@ use crate::timers::Pending;
 ///     seen
 /// });
 ///
-/// router.send(id, b"hello".to_vec()).unwrap();
+/// router.try_send(id, b"hello".to_vec()).unwrap();
 /// let answer = router.request(id, b"abc".to_vec(), Duration::from_secs(5)).unwrap();
 /// assert_eq!(answer, b"cba");
 ///
@@ -98,19 +96,6 @@ impl Router {
             threads: Mutex::new(threads),
         };
         Self { inner, owner: Arc::new(owner) }
-    }
-
-    /// A builder with the defaults.
-    pub fn builder() -> RouterBuilder {
-        RouterBuilder::default()
-    }
-
-    /// A router with the default configuration.
-    ///
-    /// # Errors
-    /// [`BuildError::Spawn`] if a shard thread cannot be spawned.
-    pub fn new() -> Result<Self, BuildError> {
-        Self::builder().build()
     }
 
     /// Number of shards.
@@ -204,66 +189,6 @@ impl Router {
             .collect()
     }
 
-    /// Routes an [`ActorMessage`] to `id`. Never blocks.
-    ///
-    /// The message goes straight into the mailbox when it has room and nothing of
-    /// the actor's is queued at its shard; otherwise it is parked at the shard (up
-    /// to the overflow bound) and delivered in order. `Ok` means accepted: it will
-    /// be delivered, or become a dead letter if the actor unregisters first.
-    ///
-    /// Channel traffic (`ChannelOpen`, `ChannelMessage`, `ChannelClose`) is refused
-    /// with [`SendErrorKind::ChannelOnly`]: it goes only through the channel API,
-    /// which checks that the sender takes part in the channel.
-    ///
-    /// # Errors
-    /// Hands the message back with the [`SendErrorKind`].
-    pub fn deliver(&self, id: ActorId, msg: ActorMessage) -> Result<(), SendError<ActorMessage>> {
-        if msg.is_channel_traffic() {
-            return Err(SendError::new(SendErrorKind::ChannelOnly, msg));
-        }
-        self.inner.route(Participant::Actor(id), msg, self.inner.overflow_bound)
-    }
-
-    /// Sends a one-way message and reports whether it was accepted. Never blocks.
-    ///
-    /// # Errors
-    /// `ActorNotFound`, `MailboxFull` (past the overflow bound), `ShardFull`,
-    /// `MailboxClosed`, `ShardFailed` or `Shutdown`, with the payload handed back.
-    ///
-    /// ```
-    /// use sharded_router::{ActorId, Router, SendErrorKind};
-    /// let router = Router::builder().shards(1).build().unwrap();
-    /// let err = router.send(ActorId::new(), b"lost?".to_vec()).unwrap_err();
-    /// assert_eq!(err.kind(), SendErrorKind::ActorNotFound);
-    /// assert_eq!(err.into_inner(), b"lost?");
-    /// ```
-    pub fn send(&self, id: ActorId, data: Vec<u8>) -> Result<(), SendError> {
-        self.deliver(id, ActorMessage::Send { data }).map_err(|e| {
-            e.map(|msg| match msg {
-                ActorMessage::Send { data } => data,
-                other => other.data().to_vec(),
-            })
-        })
-    }
-
-    /// Sends a one-way message, fire-and-forget: a message that cannot be routed
-    /// becomes a counted dead letter (and goes to the sink, if one is set).
-    pub fn tell(&self, id: ActorId, data: Vec<u8>) {
-        if let Err(e) = self.send(id, data) {
-            let reason = match e.kind() {
-                SendErrorKind::MailboxFull => DeadLetterReason::MailboxFull,
-                SendErrorKind::MailboxClosed => DeadLetterReason::MailboxClosed,
-                SendErrorKind::Shutdown => DeadLetterReason::Shutdown,
-                SendErrorKind::ShardFull => DeadLetterReason::ShardFull,
-                SendErrorKind::ShardFailed => DeadLetterReason::ShardFailed,
-                _ => DeadLetterReason::ActorNotFound,
-            };
-            let who = Participant::Actor(id);
-            let letter = DeadLetter { target: who, channel_id: None, data: e.into_inner(), reason };
-            self.inner.shard(&who).dead_letter(self.inner.dead_letters.as_ref(), letter);
-        }
-    }
-
     /// Posts a request and files its deadline (`None`: none) with the target's
     /// shard. A request that does not reach the actor hands its payload back.
     fn start_request(
@@ -285,14 +210,12 @@ impl Router {
                     return Err(RequestFailed::new(RequestError::Shutdown, Some(data)));
                 }
                 let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
-                if let Err(error) =
-                    shard.shared.timers.file(Pending::Request(Arc::clone(&slot)), deadline, &shard.cmd)
-                {
+                if let Err(error) = shard.file(Pending::Request(Arc::clone(&slot)), deadline) {
                     let _ = slot.complete(Err(error.into()));
                     return Err(RequestFailed::new(error, Some(data)));
                 }
                 let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
-                match Entry::route(entry, msg, shard, bound) {
+                match route(entry, msg, shard, bound) {
                     Ok(()) => Ok(slot),
                     Err(e) => {
                         // Resolve before the returned reply handle is dropped.

@@ -3,15 +3,36 @@
 //! message to a participant, registration and its end, and stopping the shards
 //! (`Owner`, which the last [`Router`](crate::Router) clone drops).
 
+use std::task::Waker;
+
 use crate::channels::{ChannelTable, Leaving};
+use crate::delivery::route::route;
 use crate::error::{RegisterError, RequestError, SendError, SendErrorKind};
 use crate::ids::Participant;
-use crate::mailbox::{MailboxSender, MailboxState};
+use crate::inbox::{Cmd, DeadLetterSink, ShardHandle};
+use crate::mailbox::MailboxSender;
 use crate::message::ActorMessage;
 use crate::metrics::DeadLetterReason;
-use crate::shard::{Cmd, DeadLetterSink, ShardHandle};
+use crate::registration::{MailboxState, Registrar};
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
 use crate::table::Entry;
+
+/// Where a sender waiting for room is registered (see [`Inner::route_or_wait`]).
+#[derive(Default)]
+pub(crate) struct Waiting {
+    /// In the wait list of this registration's flow, under this ticket.
+    actor: Option<(Arc<MailboxState>, u64)>,
+    /// In the wait list of the shard with this index, under this ticket.
+    shard: Option<(usize, u64)>,
+}
+
+/// What became of a message routed by [`Inner::route_or_wait`].
+pub(crate) enum Routed {
+    /// Refused for want of room; the sender is registered to be woken.
+    Wait(ActorMessage),
+    /// Refused for good.
+    Failed(SendError<ActorMessage>),
+}
 
 /// The routing core: what callers, mailboxes and the shutdown path share.
 pub(crate) struct Inner {
@@ -57,13 +78,73 @@ impl Inner {
                 if self.is_closed() {
                     return Err(SendError::new(SendErrorKind::Shutdown, msg));
                 }
-                Entry::route(entry, msg, shard, bound)
+                route(entry, msg, shard, bound)
             })
             .unwrap_or_else(|msg| {
                 let kind =
                     if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
                 Err(SendError::new(kind, msg))
             })
+    }
+
+    /// [`route`](Self::route) for a sender that waits for room: when the message
+    /// is refused for want of room (`MailboxFull`, `ShardFull`), the sender's
+    /// `waker` is registered where room will be announced — the actor's or the
+    /// shard's wait list — and the message tried once more (invariant 6 of
+    /// `delivery`). `Wait` hands the message back: the waker will be woken when
+    /// room appears, the actor leaves or the router shuts down.
+    pub(crate) fn route_or_wait(
+        &self,
+        to: Participant,
+        msg: ActorMessage,
+        bound: usize,
+        waker: &Waker,
+        waiting: &mut Waiting,
+    ) -> Result<(), Routed> {
+        let shard = self.shard(&to);
+        shard
+            .shared
+            .table
+            .with(&to, msg, |entry, mut msg| loop {
+                if self.is_closed() {
+                    return Err(Routed::Failed(SendError::new(SendErrorKind::Shutdown, msg)));
+                }
+                let refused = match route(entry, msg, shard, bound) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                };
+                match refused.kind() {
+                    SendErrorKind::MailboxFull if waiting.actor.is_none() => {
+                        let ticket = entry.state.flow.wait(waker);
+                        waiting.actor = Some((Arc::clone(&entry.state), ticket));
+                    }
+                    SendErrorKind::ShardFull if waiting.shard.is_none() => {
+                        waiting.shard = Some((shard.shared.index, shard.shared.load.wait(waker)));
+                    }
+                    SendErrorKind::MailboxFull | SendErrorKind::ShardFull => {
+                        return Err(Routed::Wait(refused.into_inner()));
+                    }
+                    _ => return Err(Routed::Failed(refused)),
+                }
+                msg = refused.into_inner();
+            })
+            .unwrap_or_else(|msg| {
+                let kind =
+                    if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
+                Err(Routed::Failed(SendError::new(kind, msg)))
+            })
+    }
+
+    /// Withdraws the registrations of a sender that no longer waits.
+    pub(crate) fn stop_waiting(&self, waiting: &mut Waiting) {
+        if let Some((state, ticket)) = waiting.actor.take() {
+            state.flow.stop_waiting(ticket);
+        }
+        if let Some((index, ticket)) = waiting.shard.take() {
+            if let Some(shard) = self.shards.get(index) {
+                shard.shared.load.stop_waiting(ticket);
+            }
+        }
     }
 
     /// The registration state of a participant.
@@ -89,7 +170,7 @@ impl Inner {
         let state = Arc::clone(&mailbox.state);
         // Linked before the insert: once sends can reach the mailbox, its
         // receiver must be able to tell the shard that room appeared.
-        state.link(who, Arc::clone(this));
+        state.link(who, Arc::clone(this) as Arc<dyn Registrar>);
         let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
@@ -135,6 +216,8 @@ impl Inner {
         let entry = shard.shared.table.remove_if(&who, is_current).ok_or(())?;
         let state = &entry.state;
         state.unlink(RequestError::ActorNotFound);
+        // Senders waiting for room try again, and find the actor gone.
+        state.flow.wake_waiters();
         for channel in state.take_channels() {
             if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
                 let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
@@ -142,20 +225,11 @@ impl Inner {
         }
         // Table readers are done with the entry (the removal took the write lock),
         // so these counts can only fall from here.
-        if state.in_flight.load(Ordering::SeqCst) > 0 || state.outstanding.load(Ordering::SeqCst) > 0 {
+        if state.flow.has_in_flight() || state.outstanding.load(Ordering::SeqCst) > 0 {
             let _ = shard.cmd.send(Cmd::Unregistered(entry, reason));
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
         Ok(())
-    }
-
-    /// The last receiving half of `who`'s mailbox was dropped: the actor can take
-    /// nothing more, so it is unregistered (if `state` is still its registration).
-    pub(crate) fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>) {
-        let current = |entry: &Arc<Entry>| Arc::ptr_eq(&entry.state, state);
-        if self.remove(who, current, DeadLetterReason::MailboxClosed).is_ok() {
-            tracing::warn!(participant = %who, "mailbox dropped while registered: unregistered");
-        }
     }
 
     /// Starts the shutdown, once: later calls fail with `Shutdown`, the tables
@@ -174,13 +248,30 @@ impl Inner {
         for shard in self.shards.iter() {
             for entry in shard.shared.table.drain() {
                 entry.state.unlink(RequestError::Shutdown);
+                entry.state.flow.wake_waiters();
                 drained.push(entry);
             }
+            shard.shared.load.wake_waiters();
         }
         self.drained.lock().append(&mut drained);
         self.channels.clear();
         for shard in self.shards.iter() {
             let _ = shard.cmd.send(Cmd::Shutdown);
+        }
+    }
+}
+
+impl Registrar for Inner {
+    fn post_drain(&self, who: Participant, state: &Arc<MailboxState>) -> bool {
+        self.shard(&who).cmd.send(Cmd::Drain(Arc::clone(state))).is_ok()
+    }
+
+    /// The last receiving half of `who`'s mailbox was dropped: the actor can take
+    /// nothing more, so it is unregistered (if `state` is still its registration).
+    fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>) {
+        let current = |entry: &Arc<Entry>| Arc::ptr_eq(&entry.state, state);
+        if self.remove(who, current, DeadLetterReason::MailboxClosed).is_ok() {
+            tracing::warn!(participant = %who, "mailbox dropped while registered: unregistered");
         }
     }
 }

@@ -1,11 +1,9 @@
-//! The shard thread: overflow queues, request deadlines, clean-up, dead letters.
+//! The shard thread: it serves its inbox (`inbox.rs`) and owns, for the actors
+//! hashed to it:
 //!
-//! Each shard runs on its own OS thread and owns, for the actors hashed to it:
-//!
-//! * **overflow queues** — messages that found the mailbox full (or arrived while
-//!   earlier ones were still parked) wait here in FIFO order. The shard never blocks
-//!   on a mailbox: it retries a queue when the actor's [`Mailbox`](crate::Mailbox)
-//!   reports that it took a message (a `Drain` notice, sent once per wake-up);
+//! * **overflow queues** (`delivery/overflow.rs`) — messages that found the mailbox
+//!   full (or arrived while earlier ones were still parked) wait there in FIFO
+//!   order, moved into the mailbox as room appears (see `delivery`);
 //! * **request deadlines** (their inbox and heap entries are in `timers.rs`) — a
 //!   requester files its deadline in the shard's timer inbox (a short mutex push)
 //!   without waking the shard. The shard sleeps until the earliest deadline it
@@ -15,21 +13,18 @@
 //! * **clean-up** — parked messages and unresolved requests of an actor that
 //!   unregisters, and everything at shutdown.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::delivery::overflow::Overflow;
 use crate::error::RequestError;
 use crate::fence;
-use crate::mailbox::MailboxState;
-use crate::message::{ActorMessage, ReplySlot};
-use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
-use crate::sync::{chan, time, Arc, AtomicBool, AtomicUsize, HashMap, Ordering};
-use crate::table::{Attempt, Entry, Table};
-use crate::timers::{Filed, Pending, Timers};
-
-/// A callback receiving dead letters.
-pub(crate) type DeadLetterSink = Arc<dyn Fn(DeadLetter) + Send + Sync>;
+use crate::inbox::{Cmd, DeadLetterSink, ShardHandle, Shared};
+use crate::metrics::DeadLetterReason;
+use crate::sync::{chan, time, Arc, Ordering};
+use crate::table::Entry;
+use crate::timers::{Filed, Pending};
 
 /// Quiet timer periods after which an idle shard stops waking periodically.
 const IDLE_PERIODS: u32 = 64;
@@ -38,140 +33,6 @@ const BATCH: usize = 256;
 /// The longest an answered request's deadline stays in the shard's heap when it
 /// is not at the top (see [`Shard::compact`]).
 const COMPACTION_PERIOD: Duration = Duration::from_secs(1);
-
-/// What callers post to a shard.
-pub(crate) enum Cmd {
-    /// A message to deliver through the actor's overflow queue. The sender counted
-    /// it in the actor's `in_flight` and the shard's `parked`.
-    Deliver { entry: Arc<Entry>, msg: ActorMessage },
-    /// The actor's mailbox took a message while messages were in flight.
-    Drain(Arc<MailboxState>),
-    /// The actor was removed from the table; clean up what the shard holds for it.
-    /// What was parked for it becomes dead letters with this reason.
-    Unregistered(Arc<Entry>, DeadLetterReason),
-    /// A deadline earlier than the shard's planned wake-up was filed.
-    Wake,
-    /// A barrier: dropping the token (after everything queued before it) releases it.
-    Flush(FlushToken),
-    /// Stop after handling everything queued so far.
-    Shutdown,
-    /// Panics in the shard's own code, to test how a failed shard is fenced.
-    #[cfg(test)]
-    Crash,
-}
-
-/// State of one shard shared by callers and the shard thread.
-pub(crate) struct Shared {
-    pub(crate) index: usize,
-    pub(crate) table: Table,
-    pub(crate) timers: Timers,
-    pub(crate) counters: Counters,
-    /// Set when the router starts shutting down.
-    pub(crate) closing: AtomicBool,
-    /// Set when the shard thread panicked (see [`Shard::run`]).
-    failed: AtomicBool,
-    /// Messages in flight through this shard for all its actors: raised by a
-    /// sender with the actor's `in_flight`, lowered with it by the shard.
-    pub(crate) parked: AtomicUsize,
-    /// The most `parked` may reach before sends are refused with `ShardFull`.
-    pub(crate) max_parked: usize,
-}
-
-impl Shared {
-    pub(crate) fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
-    }
-}
-
-/// A caller's handle to a shard.
-pub(crate) struct ShardHandle {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) cmd: chan::Sender<Cmd>,
-}
-
-impl ShardHandle {
-    pub(crate) fn new(index: usize, max_parked: usize) -> (Self, chan::Receiver<Cmd>) {
-        let (cmd, rx) = chan::unbounded();
-        let shared = Arc::new(Shared {
-            index,
-            table: Table::new(),
-            timers: Timers::new(),
-            counters: Counters::default(),
-            closing: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            parked: AtomicUsize::new(0),
-            max_parked,
-        });
-        (Self { shared, cmd }, rx)
-    }
-
-    pub(crate) fn dead_letter(&self, sink: Option<&DeadLetterSink>, letter: DeadLetter) {
-        deliver_dead_letter(&self.shared.counters, sink, letter);
-    }
-}
-
-/// Counts a dead letter and hands it to the sink, behind the fence: a panicking
-/// sink is counted in `callback_panics` and the caller carries on.
-fn deliver_dead_letter(counters: &Counters, sink: Option<&DeadLetterSink>, letter: DeadLetter) {
-    Counters::bump(&counters.dead_letters);
-    tracing::debug!(actor = %letter.target, reason = ?letter.reason, "dead letter");
-    if let Some(sink) = sink {
-        if !fence::call("dead-letter sink", || sink(letter)) {
-            Counters::bump(&counters.callback_panics);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Flush barrier
-
-/// Released when every [`FlushToken`] made from it has been dropped: the tokens
-/// share one [`Release`], whose drop (with the last token) completes the latch's
-/// reply slot, the crate's one complete-once cell.
-pub(crate) struct Latch {
-    slot: Arc<ReplySlot<()>>,
-    release: Arc<Release>,
-}
-
-/// Completes the latch's slot when the last token holding it is dropped.
-struct Release(Arc<ReplySlot<()>>);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = self.0.complete(Ok(()));
-    }
-}
-
-/// One shard's part of a flush; dropping it counts the latch down.
-pub(crate) struct FlushToken(#[allow(dead_code)] Arc<Release>);
-
-impl Latch {
-    pub(crate) fn new() -> Self {
-        let slot = ReplySlot::new(None);
-        let release = Arc::new(Release(Arc::clone(&slot)));
-        Self { slot, release }
-    }
-
-    pub(crate) fn token(&self) -> FlushToken {
-        FlushToken(Arc::clone(&self.release))
-    }
-
-    /// Waits for every token to be dropped. Tokens are dropped by the shard that
-    /// handles them, or with its queue when it stops, so this wait is bounded.
-    pub(crate) fn wait(self) {
-        let Self { slot, release } = self;
-        drop(release);
-        let _ = slot.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// The shard thread
-
-struct Overflow {
-    entry: Arc<Entry>,
-    queue: VecDeque<ActorMessage>,
-}
 
 /// Configuration a shard thread needs.
 pub(crate) struct ShardConfig {
@@ -183,9 +44,9 @@ pub(crate) struct ShardConfig {
 pub(crate) struct Shard {
     shared: Arc<Shared>,
     rx: chan::Receiver<Cmd>,
-    config: ShardConfig,
-    overflow: HashMap<usize, Overflow>,
-    depth: usize,
+    /// The timer resolution: how often a shard with deadlines wakes on its own.
+    resolution: Duration,
+    overflow: Overflow,
     /// Deadlines, earliest on top. Answered ones are dropped lazily: popped when
     /// they reach the top, or at a compaction.
     heap: BinaryHeap<Filed>,
@@ -199,12 +60,12 @@ pub(crate) struct Shard {
 
 impl Shard {
     pub(crate) fn new(handle: &ShardHandle, rx: chan::Receiver<Cmd>, config: ShardConfig) -> Self {
+        let ShardConfig { resolution, dead_letters } = config;
         Self {
             shared: Arc::clone(&handle.shared),
             rx,
-            config,
-            overflow: HashMap::default(),
-            depth: 0,
+            resolution,
+            overflow: Overflow::new(Arc::clone(&handle.shared), dead_letters),
             heap: BinaryHeap::new(),
             next_seq: 0,
             live_after_compaction: 0,
@@ -279,14 +140,10 @@ impl Shard {
     /// Handles one command; `false` means stop.
     fn handle(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Deliver { entry, msg } => self.deliver(entry, msg),
+            Cmd::Deliver { entry, msg } => self.overflow.deliver(entry, msg),
             Cmd::Drain(state) => {
-                // A swap, not a store: every update of the flag is then a
-                // read-modify-write that reads the latest value. C11 orders a plain
-                // store the same way; loom's model does not, and reports a lost
-                // `Drain` that cannot happen.
-                state.drain_signaled.swap(false, Ordering::SeqCst);
-                self.drain(Arc::as_ptr(&state) as usize);
+                state.flow.drain_taken();
+                self.overflow.drain(Arc::as_ptr(&state) as usize);
             }
             Cmd::Unregistered(entry, reason) => self.unregistered(&entry, reason),
             Cmd::Wake => self.sweep(),
@@ -307,7 +164,8 @@ impl Shard {
     /// Fences the shard after a panic in [`serve`](Self::serve).
     fn fail(&mut self, panic: &str) {
         let index = self.shared.index;
-        self.shared.failed.store(true, Ordering::SeqCst);
+        self.shared.mark_failed();
+        self.shared.load.wake_waiters();
         tracing::error!(
             shard = index,
             panic,
@@ -324,10 +182,10 @@ impl Shard {
     fn serve_failed(&mut self) {
         while let Ok(cmd) = self.rx.recv() {
             match cmd {
-                Cmd::Deliver { entry, msg } => self.undeliverable(&entry, msg, DeadLetterReason::ShardFailed),
-                Cmd::Drain(state) => {
-                    state.drain_signaled.swap(false, Ordering::SeqCst);
+                Cmd::Deliver { entry, msg } => {
+                    self.overflow.undeliverable(&entry, msg, DeadLetterReason::ShardFailed);
                 }
+                Cmd::Drain(state) => state.flow.drain_taken(),
                 Cmd::Shutdown => return,
                 Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) => {}
                 #[cfg(test)]
@@ -336,90 +194,8 @@ impl Shard {
         }
     }
 
-    /// Puts `msg` into the mailbox under the table's read lock, if `entry` is still
-    /// the registered one.
-    fn attempt(&self, entry: &Arc<Entry>, msg: ActorMessage) -> Result<Attempt, ActorMessage> {
-        self.shared
-            .table
-            .with(
-                &entry.id,
-                msg,
-                |current, msg| {
-                    if Arc::ptr_eq(current, entry) {
-                        Ok(entry.try_put(msg))
-                    } else {
-                        Err(msg)
-                    }
-                },
-            )
-            .and_then(|r| r)
-    }
-
-    fn deliver(&mut self, entry: Arc<Entry>, msg: ActorMessage) {
-        let key = entry.key();
-        if let Some(parked) = self.overflow.get_mut(&key) {
-            parked.queue.push_back(msg);
-            self.depth += 1;
-            self.drain(key);
-            return;
-        }
-        match self.attempt(&entry, msg) {
-            Ok(Attempt::Delivered) => self.delivered(&entry),
-            Ok(Attempt::Full(msg)) => {
-                tracing::debug!(actor = %entry.id, shard = self.shared.index, "mailbox full: parking messages");
-                self.overflow.insert(key, Overflow { entry, queue: VecDeque::from([msg]) });
-                self.depth += 1;
-                self.publish_depth();
-            }
-            Ok(Attempt::Closed(msg)) => self.undeliverable(&entry, msg, DeadLetterReason::MailboxClosed),
-            Err(msg) => {
-                let reason = self.gone_reason();
-                self.undeliverable(&entry, msg, reason);
-            }
-        }
-    }
-
-    /// Moves parked messages into the mailbox until it is full again.
-    fn drain(&mut self, key: usize) {
-        let Some(mut parked) = self.overflow.remove(&key) else { return };
-        let mut stopped = None;
-        while let Some(msg) = parked.queue.pop_front() {
-            match self.attempt(&parked.entry, msg) {
-                Ok(Attempt::Delivered) => {
-                    self.depth -= 1;
-                    self.delivered(&parked.entry);
-                }
-                Ok(Attempt::Full(msg)) => {
-                    parked.queue.push_front(msg);
-                    break;
-                }
-                Ok(Attempt::Closed(msg)) => {
-                    parked.queue.push_front(msg);
-                    stopped = Some(DeadLetterReason::MailboxClosed);
-                    break;
-                }
-                Err(msg) => {
-                    parked.queue.push_front(msg);
-                    stopped = Some(self.gone_reason());
-                    break;
-                }
-            }
-        }
-        match stopped {
-            Some(reason) => self.discard(parked, reason),
-            None if parked.queue.is_empty() => {}
-            None => {
-                self.overflow.insert(key, parked);
-            }
-        }
-        self.publish_depth();
-    }
-
     fn unregistered(&mut self, entry: &Arc<Entry>, reason: DeadLetterReason) {
-        if let Some(parked) = self.overflow.remove(&entry.key()) {
-            self.discard(parked, reason);
-            self.publish_depth();
-        }
+        self.overflow.unregistered(entry, reason);
         self.take_filed();
         // One pass over the heap per unregistration that left requests
         // unanswered; it also drops answered deadlines on the way.
@@ -433,51 +209,6 @@ impl Shard {
         });
         self.live_after_compaction = self.heap.len();
         self.publish_timers();
-    }
-
-    fn gone_reason(&self) -> DeadLetterReason {
-        if self.shared.closing.load(Ordering::SeqCst) {
-            DeadLetterReason::Shutdown
-        } else {
-            DeadLetterReason::Unregistered
-        }
-    }
-
-    fn delivered(&self, entry: &Entry) {
-        Counters::bump(&self.shared.counters.delivered_overflow);
-        entry.settled(&self.shared);
-    }
-
-    /// Every parked message of one actor is undeliverable.
-    fn discard(&mut self, parked: Overflow, reason: DeadLetterReason) {
-        self.depth -= parked.queue.len();
-        for msg in parked.queue {
-            self.undeliverable(&parked.entry, msg, reason);
-        }
-    }
-
-    /// A message that cannot be delivered: requests and opens get an outcome
-    /// (with their payload back), one-way messages become dead letters. Either
-    /// way it is no longer in flight.
-    fn undeliverable(&self, entry: &Entry, msg: ActorMessage, reason: DeadLetterReason) {
-        let outcome = match reason {
-            DeadLetterReason::Shutdown => RequestError::Shutdown,
-            DeadLetterReason::MailboxClosed => RequestError::MailboxClosed,
-            DeadLetterReason::ShardFailed => RequestError::ShardFailed,
-            DeadLetterReason::ShardFull => RequestError::ShardFull,
-            DeadLetterReason::MailboxFull => RequestError::MailboxFull,
-            DeadLetterReason::ActorNotFound | DeadLetterReason::Unregistered => RequestError::ActorNotFound,
-        };
-        let channel_id = msg.channel_id();
-        if let Some(data) = msg.undeliverable(outcome) {
-            let letter = DeadLetter { target: entry.id, channel_id, data, reason };
-            deliver_dead_letter(&self.shared.counters, self.config.dead_letters.as_ref(), letter);
-        }
-        entry.settled(&self.shared);
-    }
-
-    fn publish_depth(&self) {
-        self.shared.counters.overflow_depth.store(self.depth, Ordering::Relaxed);
     }
 
     fn publish_timers(&self) {
@@ -545,7 +276,7 @@ impl Shard {
             let timers = &self.shared.timers;
             let earliest = self.heap.peek().and_then(|f| f.deadline);
             let armed = !self.heap.is_empty() || self.quiet_periods < IDLE_PERIODS;
-            let period_end = if armed { time::now().checked_add(self.config.resolution) } else { None };
+            let period_end = if armed { time::now().checked_add(self.resolution) } else { None };
             let wake_at = match (earliest, period_end) {
                 (Some(e), Some(p)) => Some(e.min(p)),
                 (e, p) => e.or(p),
@@ -570,7 +301,9 @@ impl Shard {
         let filed = self.shared.timers.close(RequestError::Shutdown);
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
-                Cmd::Deliver { entry, msg } => self.undeliverable(&entry, msg, DeadLetterReason::Shutdown),
+                Cmd::Deliver { entry, msg } => {
+                    self.overflow.undeliverable(&entry, msg, DeadLetterReason::Shutdown);
+                }
                 Cmd::Drain(_) | Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) | Cmd::Shutdown => {}
                 #[cfg(test)]
                 Cmd::Crash => {}
@@ -589,11 +322,7 @@ impl Shard {
         reason: DeadLetterReason,
         error: RequestError,
     ) {
-        let parked: Vec<Overflow> = self.overflow.drain().map(|(_, o)| o).collect();
-        for o in parked {
-            self.discard(o, reason);
-        }
-        self.publish_depth();
+        self.overflow.release_all(reason);
         for (pending, _) in filed {
             pending.resolve(error);
         }

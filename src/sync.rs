@@ -246,6 +246,43 @@ pub(crate) mod thread {
     pub(crate) fn id_of(_handle: &JoinHandle) -> Option<std::thread::ThreadId> {
         None
     }
+
+    /// Runs a future to completion on this thread, parking it between polls.
+    /// Used by the `blocking_*` calls, whose futures are woken by the router.
+    #[cfg(not(loom))]
+    pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Wake, Waker};
+
+        struct Unpark(std::thread::Thread);
+
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+
+            fn wake_by_ref(self: &Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(output) => return output,
+                // A wake before the park leaves a token: the park returns at once.
+                // Spurious returns just poll again.
+                Poll::Pending => std::thread::park(),
+            }
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        loom::future::block_on(future)
+    }
 }
 
 /// Bounded and unbounded MPMC queues: the actor mailbox and the shard command queue.

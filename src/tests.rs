@@ -73,7 +73,7 @@ fn a_failed_shard_resolves_what_it_held_and_refuses_what_needs_it() {
 
     // `a`'s mailbox holds a request; a one-way message and a second request park.
     let mut held = router.request_async(a, b"held".to_vec(), Duration::from_secs(3600));
-    router.send(a, b"parked".to_vec()).unwrap();
+    router.try_send(a, b"parked".to_vec()).unwrap();
     let mut parked = router.request_async(a, b"parked request".to_vec(), Duration::MAX);
     let mut open = router.open_channel_async(b, a, b"open".to_vec(), Duration::from_secs(3600));
     router.flush();
@@ -102,8 +102,8 @@ fn a_failed_shard_resolves_what_it_held_and_refuses_what_needs_it() {
     assert_eq!(req, RequestError::ShardFailed);
     assert_eq!(req.into_payload().as_deref(), Some(&b"q"[..]));
     assert_eq!(router.register(ActorId::new(), router.mailbox().0), Err(RegisterError::ShardFailed));
-    router.send(b, b"direct".to_vec()).unwrap();
-    let full = router.send(b, b"would park".to_vec()).unwrap_err();
+    router.try_send(b, b"direct".to_vec()).unwrap();
+    let full = router.try_send(b, b"would park".to_vec()).unwrap_err();
     assert_eq!(full.kind(), SendErrorKind::ShardFailed);
     assert_eq!(full.into_inner(), b"would park");
     match mailbox_b.try_recv().unwrap() {

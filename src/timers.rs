@@ -1,7 +1,8 @@
-//! Request and channel-open deadlines: the inbox requesters file them in without
-//! waking the shard, and the heap entries the shard keeps them in.
+//! Deadlines of requests, channel opens and bounded sends: the list requesters
+//! file them in without waking the shard, and the heap entries the shard keeps
+//! them in.
 //!
-//! A requester pushes its deadline into the target shard's inbox (a short mutex
+//! A requester pushes its deadline into the target shard's list (a short mutex
 //! push) and wakes the shard only if the deadline is earlier than the shard's next
 //! planned wake (`next_wake`). The shard moves filed deadlines into a binary heap
 //! keyed by one integer (deadline, then filing order): O(log n) per deadline.
@@ -11,15 +12,16 @@ use std::time::Instant;
 
 use crate::channels::OpenSlot;
 use crate::error::RequestError;
-use crate::mailbox::MailboxState;
-use crate::message::ReplySlot;
-use crate::shard::Cmd;
-use crate::sync::{chan, time, Arc, AtomicU64, Mutex, Ordering};
+use crate::registration::MailboxState;
+use crate::slot::ReplySlot;
+use crate::sync::{time, Arc, AtomicU64, Mutex, Ordering};
 
 /// Something with a deadline, kept by the target's shard.
 pub(crate) enum Pending {
     Request(Arc<ReplySlot<Vec<u8>>>),
     Open(Arc<OpenSlot>),
+    /// A bounded send waiting for room: completing the slot wakes it.
+    Send(Arc<ReplySlot<()>>),
 }
 
 impl Pending {
@@ -27,6 +29,7 @@ impl Pending {
         match self {
             Self::Request(slot) => slot.is_done(),
             Self::Open(open) => open.is_done(),
+            Self::Send(slot) => slot.is_done(),
         }
     }
 
@@ -39,6 +42,9 @@ impl Pending {
             Self::Open(open) => {
                 OpenSlot::decide(open, Err(error.into()));
             }
+            Self::Send(slot) => {
+                let _ = slot.complete(Err(error.into()));
+            }
         }
     }
 
@@ -46,6 +52,8 @@ impl Pending {
         match self {
             Self::Request(slot) => slot.targets(state),
             Self::Open(open) => open.slot.targets(state),
+            // A waiting send wakes when the actor leaves (its wait list is woken).
+            Self::Send(_) => false,
         }
     }
 }
@@ -87,7 +95,7 @@ struct Inbox {
     closed: Option<RequestError>,
 }
 
-/// A shard's timer inbox: requesters file deadlines here without waking the shard.
+/// A shard's deadline list: requesters file deadlines here without waking the shard.
 pub(crate) struct Timers {
     inbox: Mutex<Inbox>,
     /// When the shard will next wake on its own, in nanoseconds since `epoch`
@@ -106,15 +114,10 @@ impl Timers {
     }
 
     /// Files a deadline (`None`: none, kept only so the request can be resolved
-    /// at unregistration or shutdown). Wakes the shard only if it would otherwise
-    /// sleep past `deadline`. Once the shard has stopped taking deadlines, fails
-    /// with why (`Shutdown`, `ShardFailed`).
-    pub(crate) fn file(
-        &self,
-        pending: Pending,
-        deadline: Option<Instant>,
-        shard: &chan::Sender<Cmd>,
-    ) -> Result<(), RequestError> {
+    /// at unregistration or shutdown). `Ok(true)` if the shard must be woken: it
+    /// would otherwise sleep past `deadline`. Once the shard has stopped taking
+    /// deadlines, fails with why (`Shutdown`, `ShardFailed`).
+    pub(crate) fn file(&self, pending: Pending, deadline: Option<Instant>) -> Result<bool, RequestError> {
         {
             let mut inbox = self.inbox.lock();
             if let Some(reason) = inbox.closed {
@@ -122,14 +125,11 @@ impl Timers {
             }
             inbox.filed.push((pending, deadline));
         }
-        let Some(deadline) = deadline else { return Ok(()) };
+        let Some(deadline) = deadline else { return Ok(false) };
         let at = self.nanos(deadline);
         // Most deadlines are later than the shard's next wake: a plain load settles
         // those without writing the shared word.
-        if at < self.next_wake.load(Ordering::SeqCst) && at < self.next_wake.fetch_min(at, Ordering::SeqCst) {
-            let _ = shard.send(Cmd::Wake);
-        }
-        Ok(())
+        Ok(at < self.next_wake.load(Ordering::SeqCst) && at < self.next_wake.fetch_min(at, Ordering::SeqCst))
     }
 
     pub(crate) fn take(&self) -> Vec<(Pending, Option<Instant>)> {

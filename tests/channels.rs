@@ -213,7 +213,7 @@ fn fifo_holds_across_sends_requests_and_channel_messages() {
     // With a 4-slot mailbox most of these park at the shard; order must hold.
     for i in 0..200u32 {
         if i % 2 == 0 {
-            router.send(b, i.to_le_bytes().to_vec()).unwrap();
+            router.try_send(b, i.to_le_bytes().to_vec()).unwrap();
         } else {
             router.channel_send(ch, a, i.to_le_bytes().to_vec()).unwrap();
         }

@@ -103,7 +103,7 @@ fn exactly_once_and_fifo_under_concurrency_with_churn() {
                 for i in 0..PER_PRODUCER {
                     let target = ids[(i as usize * 7 + p as usize) % ids.len()];
                     seq += 1;
-                    if let Err(e) = router.send(target, encode(p, seq)) {
+                    if let Err(e) = router.try_send(target, encode(p, seq)) {
                         assert!(matches!(
                             e.kind(),
                             SendErrorKind::ActorNotFound | SendErrorKind::MailboxFull
@@ -158,9 +158,9 @@ fn full_mailbox_parks_then_delivers_in_order_without_stalling_others() {
 
     // 4 fill the mailbox, 8 are parked, the 13th is refused and handed back.
     for i in 0..12u64 {
-        router.send(slow_id, encode(0, i)).unwrap();
+        router.try_send(slow_id, encode(0, i)).unwrap();
     }
-    let err = router.send(slow_id, encode(0, 12)).unwrap_err();
+    let err = router.try_send(slow_id, encode(0, 12)).unwrap_err();
     assert!(err.is_full());
     assert_eq!(decode(&err.into_inner()), (0, 12));
     router.flush();
@@ -169,7 +169,7 @@ fn full_mailbox_parks_then_delivers_in_order_without_stalling_others() {
 
     // The stalled actor does not hold up another one on the same shard.
     for i in 0..100u64 {
-        router.send(fast_id, encode(1, i)).unwrap();
+        router.try_send(fast_id, encode(1, i)).unwrap();
         assert_eq!(decode(fast.recv_timeout(LONG).unwrap().data()), (1, i));
     }
 
@@ -178,7 +178,7 @@ fn full_mailbox_parks_then_delivers_in_order_without_stalling_others() {
     for i in 0..12u64 {
         assert_eq!(decode(slow.recv_timeout(LONG).unwrap().data()), (0, i));
         if i == 5 {
-            router.send(slow_id, encode(0, 100)).unwrap();
+            router.try_send(slow_id, encode(0, 100)).unwrap();
         }
     }
     assert_eq!(decode(slow.recv_timeout(LONG).unwrap().data()), (0, 100));
@@ -195,11 +195,11 @@ fn reject_policy_refuses_at_once() {
     let (tx, rx) = router.mailbox();
     let id = ActorId::new();
     router.register(id, tx).unwrap();
-    router.send(id, vec![1]).unwrap();
-    router.send(id, vec![2]).unwrap();
-    assert_eq!(router.send(id, vec![3]).unwrap_err().kind(), SendErrorKind::MailboxFull);
+    router.try_send(id, vec![1]).unwrap();
+    router.try_send(id, vec![2]).unwrap();
+    assert_eq!(router.try_send(id, vec![3]).unwrap_err().kind(), SendErrorKind::MailboxFull);
     assert_eq!(rx.try_recv().unwrap().data(), [1]);
-    router.send(id, vec![4]).unwrap();
+    router.try_send(id, vec![4]).unwrap();
     assert_eq!(rx.try_recv().unwrap().data(), [2]);
     assert_eq!(rx.try_recv().unwrap().data(), [4]);
     assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
@@ -219,7 +219,7 @@ fn parked_messages_become_dead_letters_when_the_actor_unregisters() {
     let id = ActorId::new();
     router.register(id, tx).unwrap();
     for i in 0..4u8 {
-        router.send(id, vec![i]).unwrap();
+        router.try_send(id, vec![i]).unwrap();
     }
     router.unregister(id).unwrap();
     router.flush();
@@ -259,7 +259,7 @@ fn registration_errors_are_typed() {
     assert_eq!(router.actor_ids(), vec![id]);
     router.unregister(id).unwrap();
     assert_eq!(router.unregister(id), Err(UnregisterError::ActorNotFound(id)));
-    assert_eq!(router.send(id, vec![]).unwrap_err().kind(), SendErrorKind::ActorNotFound);
+    assert_eq!(router.try_send(id, vec![]).unwrap_err().kind(), SendErrorKind::ActorNotFound);
 }
 
 #[test]
@@ -270,11 +270,11 @@ fn registration_is_visible_to_other_threads_at_once() {
         let (tx, rx) = router.mailbox();
         router.register(id, tx).unwrap();
         let r = router.clone();
-        thread::spawn(move || r.send(id, vec![7]).unwrap()).join().unwrap();
+        thread::spawn(move || r.try_send(id, vec![7]).unwrap()).join().unwrap();
         assert_eq!(rx.try_recv().unwrap().data(), [7]);
         router.unregister(id).unwrap();
         let r = router.clone();
-        let err = thread::spawn(move || r.send(id, vec![8]).unwrap_err()).join().unwrap();
+        let err = thread::spawn(move || r.try_send(id, vec![8]).unwrap_err()).join().unwrap();
         assert!(err.is_not_found());
         assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Disconnected);
     }
@@ -375,7 +375,7 @@ fn shutdown_mid_request_resolves_with_shutdown() {
     drop((first, second));
     // Everything after shutdown says so.
     assert_eq!(router.request(id, vec![], LONG).map_err(RequestError::from), Err(RequestError::Shutdown));
-    assert_eq!(router.send(id, vec![]).unwrap_err().kind(), SendErrorKind::Shutdown);
+    assert_eq!(router.try_send(id, vec![]).unwrap_err().kind(), SendErrorKind::Shutdown);
     let (tx, _rx) = router.mailbox();
     assert_eq!(router.register(ActorId::new(), tx), Err(RegisterError::Shutdown));
     assert_eq!(router.unregister(id), Err(UnregisterError::Shutdown));
@@ -429,7 +429,7 @@ fn shutdown_under_load_returns_and_joins_every_shard_thread() {
             thread::spawn(move || {
                 let mut i = p;
                 while !stop.load(Ordering::Relaxed) {
-                    match router.send(ids[i % ids.len()], vec![0; 8]) {
+                    match router.try_send(ids[i % ids.len()], vec![0; 8]) {
                         Err(e) if e.is_shutdown() => return,
                         _ => i += 1,
                     }
@@ -475,7 +475,7 @@ fn async_registration_and_receive() {
         let (tx, rx) = router.mailbox();
         let id = ActorId::new();
         router.register_async(id, tx).await.unwrap();
-        router.send(id, b"hi".to_vec()).unwrap();
+        router.try_send(id, b"hi".to_vec()).unwrap();
         assert_eq!(rx.recv_async().await.unwrap().data(), b"hi");
         router.unregister_async(id).await.unwrap();
         assert!(rx.recv_async().await.is_err());
@@ -530,12 +530,12 @@ fn parked_messages_never_reach_a_later_registration_under_the_same_id() {
     let (tx, first) = router.mailbox();
     router.register(id, tx).unwrap();
     for i in 0..3u8 {
-        router.send(id, vec![i]).unwrap();
+        router.try_send(id, vec![i]).unwrap();
     }
     router.unregister(id).unwrap();
     let (tx, second) = router.mailbox();
     router.register(id, tx).unwrap();
-    router.send(id, vec![9]).unwrap();
+    router.try_send(id, vec![9]).unwrap();
     router.flush();
     // The new registration sees only what was sent to it.
     assert_eq!(second.try_recv().unwrap().data(), [9]);
@@ -563,8 +563,8 @@ fn a_dead_letter_sink_may_drop_the_last_router_handle_on_a_shard_thread() {
     let (tx, rx) = router.mailbox();
     let id = ActorId::new();
     router.register(id, tx).unwrap();
-    router.send(id, vec![0]).unwrap();
-    router.send(id, vec![1]).unwrap(); // parked: the mailbox holds one
+    router.try_send(id, vec![0]).unwrap();
+    router.try_send(id, vec![1]).unwrap(); // parked: the mailbox holds one
     {
         // The sink waits for this lock, so the handle it drops is the last one.
         let mut held = holder.lock().unwrap();

@@ -218,7 +218,7 @@ fn a_panicking_dead_letter_sink_is_caught_and_the_shard_keeps_working() {
     // Dead letters on the shard thread: the parked messages of an actor that leaves.
     let (victim, victim_rx) = actor(&router);
     for i in 0..3u8 {
-        router.send(victim, vec![i]).unwrap();
+        router.try_send(victim, vec![i]).unwrap();
     }
     router.unregister(victim).unwrap();
     flush_bounded(&router);
@@ -246,7 +246,7 @@ fn a_panicking_dead_letter_sink_is_caught_and_the_shard_keeps_working() {
     // ... and delivers parked messages in order.
     let (slow, slow_rx) = actor(&router);
     for i in 0..6u8 {
-        router.send(slow, vec![i]).unwrap();
+        router.try_send(slow, vec![i]).unwrap();
     }
     for i in 0..6u8 {
         assert_eq!(slow_rx.recv_timeout(LONG).expect("an overflow delivery").data(), [i]);
@@ -255,7 +255,7 @@ fn a_panicking_dead_letter_sink_is_caught_and_the_shard_keeps_working() {
     // A second batch of shard-thread panics after all that.
     let (victim2, victim2_rx) = actor(&router);
     for i in 0..3u8 {
-        router.send(victim2, vec![i]).unwrap();
+        router.try_send(victim2, vec![i]).unwrap();
     }
     router.unregister(victim2).unwrap();
     flush_bounded(&router);
@@ -302,11 +302,11 @@ fn a_sink_panicking_during_shutdown_still_resolves_parked_requests_with_their_pa
         .build()
         .unwrap();
     let (id, rx) = actor(&router);
-    router.send(id, b"m0".to_vec()).unwrap(); // in the mailbox
-    router.send(id, b"m1".to_vec()).unwrap(); // parked
+    router.try_send(id, b"m0".to_vec()).unwrap(); // in the mailbox
+    router.try_send(id, b"m1".to_vec()).unwrap(); // parked
     let mut parked_request = router.request_async(id, b"parked-q".to_vec(), HOUR); // parked
     assert!(poll_once(&mut parked_request).is_pending());
-    router.send(id, b"m2".to_vec()).unwrap(); // parked
+    router.try_send(id, b"m2".to_vec()).unwrap(); // parked
     flush_bounded(&router);
     assert_eq!(router.metrics().shards[0].overflow_depth, 3);
 
@@ -351,7 +351,7 @@ fn a_panicking_waker_woken_by_the_shard_does_not_take_it_down() {
     assert_eq!(timed_out.error(), RequestError::Timeout);
     let (slow, slow_rx) = actor(&router);
     for i in 0..4u8 {
-        router.send(slow, vec![i]).unwrap();
+        router.try_send(slow, vec![i]).unwrap();
     }
     for i in 0..4u8 {
         assert_eq!(slow_rx.recv_timeout(LONG).expect("an overflow delivery").data(), [i]);
@@ -441,7 +441,7 @@ fn mailbox_recv_timeout_duration_max_waits_without_a_deadline() {
         thread::spawn(move || rx.recv_timeout(Duration::MAX).map(|m| m.data().to_vec()))
     };
     thread::sleep(Duration::from_millis(20));
-    router.send(id, b"late".to_vec()).unwrap();
+    router.try_send(id, b"late".to_vec()).unwrap();
     let got = bounded("recv_timeout(MAX)", move || waiting.join().expect("recv_timeout(MAX) panicked"));
     assert_eq!(got.unwrap(), b"late");
 
@@ -691,7 +691,7 @@ fn shutdown_from_eight_threads_returns_only_when_everything_is_settled() {
         // One-way messages: two fill the mailbox, the rest park.
         let (stuck, stuck_rx) = actor(&router);
         for i in 0..(PARKED + 2) {
-            router.send(stuck, i.to_le_bytes().to_vec()).unwrap();
+            router.try_send(stuck, i.to_le_bytes().to_vec()).unwrap();
         }
         // And one sync requester blocked in `request`.
         let r = router.clone();
@@ -772,7 +772,7 @@ fn shutdown_called_from_a_dead_letter_sink_returns_and_so_do_the_others() {
     *holder.lock().unwrap() = Some(router.clone());
     let (victim, victim_rx) = actor(&router);
     for i in 0..3u8 {
-        router.send(victim, vec![i]).unwrap();
+        router.try_send(victim, vec![i]).unwrap();
     }
     router.unregister(victim).unwrap();
     eventually("the sink to start the shutdown", || router.is_shutdown());
@@ -883,7 +883,7 @@ fn a_reply_right_after_unregister_returns_is_refused() {
 fn a_parked_request_of_an_unregistered_actor_comes_back_with_its_payload() {
     let router = Router::builder().shards(1).mailbox_capacity(1).build().unwrap();
     let (id, rx) = actor(&router);
-    router.send(id, b"fill".to_vec()).unwrap();
+    router.try_send(id, b"fill".to_vec()).unwrap();
     let big = payload(9, MIB);
     let mut parked = router.request_async(id, big.clone(), HOUR);
     assert!(poll_once(&mut parked).is_pending());
@@ -935,7 +935,7 @@ fn refused_requests_hand_the_payload_back() {
 
     // MailboxFull, with the Reject policy.
     let (full, full_rx) = actor(&router);
-    router.send(full, b"fill".to_vec()).unwrap();
+    router.try_send(full, b"fill".to_vec()).unwrap();
     let (r, sent) = (router.clone(), big.clone());
     let e = failed(bounded("request", move || r.request(full, sent, LONG)));
     assert_eq!(e.error(), RequestError::MailboxFull);
@@ -952,8 +952,8 @@ fn refused_requests_hand_the_payload_back() {
         .build()
         .unwrap();
     let (p, p_rx) = actor(&parking);
-    parking.send(p, b"fill".to_vec()).unwrap();
-    parking.send(p, b"parked".to_vec()).unwrap();
+    parking.try_send(p, b"fill".to_vec()).unwrap();
+    parking.try_send(p, b"parked".to_vec()).unwrap();
     let (r, sent) = (parking.clone(), big.clone());
     let e = failed(bounded("request", move || r.request(p, sent, LONG)));
     assert_eq!(e.error(), RequestError::MailboxFull);
@@ -964,7 +964,7 @@ fn refused_requests_hand_the_payload_back() {
 
     // Parked, then the router shuts down.
     let (q, q_rx) = actor(&parking);
-    parking.send(q, b"fill".to_vec()).unwrap();
+    parking.try_send(q, b"fill".to_vec()).unwrap();
     let mut parked = parking.request_async(q, b"parked-at-shutdown".to_vec(), HOUR);
     assert!(poll_once(&mut parked).is_pending());
     shutdown_bounded(&parking);
@@ -1047,7 +1047,7 @@ fn refused_opens_hand_the_initial_message_back() {
 
     // The target's mailbox is full.
     let (full, full_rx) = actor(&router);
-    router.send(full, b"fill".to_vec()).unwrap();
+    router.try_send(full, b"fill".to_vec()).unwrap();
     let (r, sent) = (router.clone(), big.clone());
     let e = open_failed(bounded("open", move || r.open_channel(me, full, sent, LONG)));
     assert_eq!(e.error(), ChannelError::MailboxFull);
@@ -1192,17 +1192,17 @@ fn max_parked_per_shard_refuses_past_the_bound_but_never_a_close_notice() {
     let ch2 = open_by_hand(&router, x2, y2, &y2_rx);
 
     let full: Vec<(ActorId, Mailbox)> = (0..4).map(|_| actor(&router)).collect();
-    router.send(y, b"y0".to_vec()).unwrap();
-    router.send(y2, b"y2-0".to_vec()).unwrap();
+    router.try_send(y, b"y0".to_vec()).unwrap();
+    router.try_send(y2, b"y2-0".to_vec()).unwrap();
     for (id, _) in &full {
-        router.send(*id, b"0".to_vec()).unwrap();
+        router.try_send(*id, b"0".to_vec()).unwrap();
     }
 
     // Park round-robin until the shard refuses.
     let mut accepted = 0usize;
     let refused = loop {
         let (id, _) = &full[accepted % full.len()];
-        match router.send(*id, (accepted as u32).to_le_bytes().to_vec()) {
+        match router.try_send(*id, (accepted as u32).to_le_bytes().to_vec()) {
             Ok(()) => accepted += 1,
             Err(e) => break e,
         }
@@ -1215,7 +1215,7 @@ fn max_parked_per_shard_refuses_past_the_bound_but_never_a_close_notice() {
     assert_eq!(router.metrics().shards[0].overflow_depth, CAP);
 
     // Everything else that needs the shard is refused too, with the payload back.
-    assert_eq!(router.send(y, b"more".to_vec()).unwrap_err().kind(), SendErrorKind::ShardFull);
+    assert_eq!(router.try_send(y, b"more".to_vec()).unwrap_err().kind(), SendErrorKind::ShardFull);
     let r = router.clone();
     let e = failed(bounded("request", move || r.request(y, b"req".to_vec(), LONG)));
     assert_eq!(e.error(), RequestError::ShardFull);
@@ -1239,12 +1239,15 @@ fn max_parked_per_shard_refuses_past_the_bound_but_never_a_close_notice() {
     }
 
     // A mailbox with room does not need the shard.
-    router.send(x, b"direct".to_vec()).unwrap();
+    router.try_send(x, b"direct".to_vec()).unwrap();
 
     // Close notices are never refused: one by close_channel, one by unregistration.
     router.close_channel(ch, x).unwrap();
     router.unregister(x2).unwrap();
-    assert_eq!(router.send(full[1].0, b"still full".to_vec()).unwrap_err().kind(), SendErrorKind::ShardFull);
+    assert_eq!(
+        router.try_send(full[1].0, b"still full".to_vec()).unwrap_err().kind(),
+        SendErrorKind::ShardFull
+    );
 
     // Draining delivers everything in order, close notices last.
     assert_eq!(y_rx.recv_timeout(LONG).unwrap().data(), b"y0");
@@ -1263,8 +1266,8 @@ fn max_parked_per_shard_refuses_past_the_bound_but_never_a_close_notice() {
 
     // Room again: sends park fine.
     for (id, _) in &full {
-        router.send(*id, b"a".to_vec()).unwrap();
-        router.send(*id, b"b".to_vec()).unwrap();
+        router.try_send(*id, b"a".to_vec()).unwrap();
+        router.try_send(*id, b"b".to_vec()).unwrap();
     }
     flush_bounded(&router);
     assert_eq!(router.metrics().shards[0].overflow_depth, full.len());
@@ -1283,7 +1286,7 @@ fn max_parked_per_shard_holds_exactly_under_concurrent_senders() {
         .unwrap();
     let actors: Vec<(ActorId, Mailbox)> = (0..ACTORS).map(|_| actor(&router)).collect();
     for (id, _) in &actors {
-        router.send(*id, vec![]).unwrap();
+        router.try_send(*id, vec![]).unwrap();
     }
     let ids: Vec<ActorId> = actors.iter().map(|(id, _)| *id).collect();
     let barrier = Arc::new(Barrier::new(8));
@@ -1295,7 +1298,7 @@ fn max_parked_per_shard_holds_exactly_under_concurrent_senders() {
                 let mut accepted = [0usize; ACTORS];
                 for i in 0..100 {
                     let k = (t + i) % ACTORS;
-                    match router.send(ids[k], vec![t as u8]) {
+                    match router.try_send(ids[k], vec![t as u8]) {
                         Ok(()) => accepted[k] += 1,
                         Err(e) => assert_eq!(e.kind(), SendErrorKind::ShardFull),
                     }
@@ -1371,8 +1374,8 @@ fn dropping_the_last_mailbox_unregisters_the_actor() {
 
     let mut in_mailbox = router.request_async(doomed, b"q".to_vec(), HOUR);
     assert!(poll_once(&mut in_mailbox).is_pending());
-    router.send(doomed, b"m0".to_vec()).unwrap(); // the mailbox is full now
-    router.send(doomed, b"m1".to_vec()).unwrap(); // parked
+    router.try_send(doomed, b"m0".to_vec()).unwrap(); // the mailbox is full now
+    router.try_send(doomed, b"m1".to_vec()).unwrap(); // parked
     let mut parked = router.request_async(doomed, b"pq".to_vec(), HOUR); // parked
     assert!(poll_once(&mut parked).is_pending());
     let r = router.clone();
@@ -1418,12 +1421,12 @@ fn dropping_the_last_mailbox_unregisters_the_actor() {
     assert_eq!(m.total().overflow_depth, 0);
     assert_eq!(m.total().registered_actors, 1);
     assert_eq!(pending_timers(&router), 0);
-    assert_eq!(router.send(doomed, vec![]).unwrap_err().kind(), SendErrorKind::ActorNotFound);
+    assert_eq!(router.try_send(doomed, vec![]).unwrap_err().kind(), SendErrorKind::ActorNotFound);
 
     // The id is free again.
     let (tx, rx) = router.mailbox();
     router.register(doomed, tx).unwrap();
-    router.send(doomed, b"new".to_vec()).unwrap();
+    router.try_send(doomed, b"new".to_vec()).unwrap();
     assert_eq!(rx.recv_timeout(LONG).unwrap().data(), b"new");
 }
 
@@ -1499,8 +1502,8 @@ fn dropping_mailboxes_races_unregister_and_shutdown_safely() {
         let router = Router::builder().shards(2).mailbox_capacity(1).build().unwrap();
         let actors: Vec<(ActorId, Mailbox)> = (0..32).map(|_| actor(&router)).collect();
         for (id, _) in &actors {
-            router.send(*id, vec![0]).unwrap();
-            router.send(*id, vec![1]).unwrap(); // parked
+            router.try_send(*id, vec![0]).unwrap();
+            router.try_send(*id, vec![1]).unwrap(); // parked
         }
         let ids: Vec<ActorId> = actors.iter().map(|(id, _)| *id).collect();
         let barrier = Arc::new(Barrier::new(3));
@@ -1558,12 +1561,12 @@ fn a_mailbox_dropped_inside_a_dead_letter_sink_unregisters_its_actor() {
         .build()
         .unwrap();
     let (doomed, rx) = actor(&router);
-    router.send(doomed, b"d0".to_vec()).unwrap();
-    router.send(doomed, b"d1".to_vec()).unwrap(); // parked: its discard re-enters the shard
+    router.try_send(doomed, b"d0".to_vec()).unwrap();
+    router.try_send(doomed, b"d1".to_vec()).unwrap(); // parked: its discard re-enters the shard
     *doomed_mailbox.lock().unwrap() = Some(rx);
     let (victim, victim_rx) = actor(&router);
-    router.send(victim, vec![0]).unwrap();
-    router.send(victim, vec![1]).unwrap(); // parked
+    router.try_send(victim, vec![0]).unwrap();
+    router.try_send(victim, vec![1]).unwrap(); // parked
     router.unregister(victim).unwrap(); // its dead letter runs the sink on the shard thread
     eventually("the sink to drop the mailbox", || doomed_mailbox.lock().unwrap().is_none());
     eventually("the doomed actor to be unregistered", || !router.is_registered(doomed));

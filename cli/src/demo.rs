@@ -100,7 +100,7 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
                 let mut refused = 0u64;
                 for i in 0..n {
                     let target = ids[(i as usize + p * 31) % ids.len()];
-                    if router.send(target, i.to_le_bytes().to_vec()).is_err() {
+                    if router.try_send(target, i.to_le_bytes().to_vec()).is_err() {
                         refused += 1;
                     }
                 }

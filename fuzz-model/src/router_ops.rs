@@ -888,7 +888,7 @@ impl Harness {
             }
             return;
         }
-        match (self.router.send(id, payload(seq)), want) {
+        match (self.router.try_send(id, payload(seq)), want) {
             (Ok(()), Ok(())) => {}
             (Err(e), Err(kind)) if e.kind() == kind => {
                 if e.into_inner() != payload(seq) {

@@ -29,6 +29,8 @@
 #[cfg(feature = "server")]
 mod client;
 pub mod protocol;
+#[cfg(test)]
+mod protocol_tests;
 #[cfg(feature = "server")]
 mod server;
 mod session;

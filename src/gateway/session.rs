@@ -139,7 +139,7 @@ impl Session {
         let router = &self.router;
         let ready = |response| Pending(State::Ready(Some(response)));
         match command {
-            Command::SendActorMessage { id, data } => ready(match router.send(id, data) {
+            Command::SendActorMessage { id, data } => ready(match router.try_send(id, data) {
                 Ok(()) => Response::SentMessage { id },
                 Err(e) => Response::error(e.kind().into(), format!("send to {id} failed: {}", e.kind())),
             }),

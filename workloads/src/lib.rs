@@ -372,7 +372,7 @@ impl Share {
                                     Some(c) if self.mode == Mode::Channel => {
                                         router.channel_send(c.ids[target as usize], c.client, data)
                                     }
-                                    _ => router.send(id, data),
+                                    _ => router.try_send(id, data),
                                 };
                                 match sent {
                                     Ok(()) => break,

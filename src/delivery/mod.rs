@@ -1,0 +1,272 @@
+//! The overflow protocol: how a message reaches a mailbox, directly or through
+//! the actor's shard, and how senders wait for room.
+//!
+//! Three parties take part, each in its own file:
+//!
+//! * the **sender** (`route.rs`) puts a message straight into the mailbox when
+//!   it can, and otherwise posts it to the actor's shard (`Cmd::Deliver`);
+//! * the **shard** (`overflow.rs`) parks what found the mailbox full in the
+//!   actor's overflow queue and moves it into the mailbox, in order, as room
+//!   appears;
+//! * the **receiver** ([`Flow::took_one`], called by the
+//!   [`Mailbox`](crate::Mailbox)) tells the shard that room appeared
+//!   (`Cmd::Drain`), and wakes senders waiting for room.
+//!
+//! This file holds the state they share — per actor a [`Flow`], per shard a
+//! [`ShardLoad`] — and the rules below, which every other file relies on.
+//!
+//! # Invariants
+//!
+//! 1. **In flight.** `Flow::in_flight` counts the actor's messages that took the
+//!    slow path and are not yet settled (put into the mailbox, or discarded as a
+//!    dead letter / failed request). A sender raises it before it posts
+//!    `Deliver`; the shard lowers it once the message is settled; a sender whose
+//!    post is refused lowers it again itself.
+//! 2. **Direct only when nothing is in flight.** A sender puts a message straight
+//!    into the mailbox only while `in_flight` is 0. Anything it sent earlier that
+//!    went through the shard is still counted, so a later message never overtakes
+//!    it: per-pair FIFO holds across overflow. The shard keeps one FIFO queue per
+//!    actor, fed in the order of its command queue.
+//! 3. **Under the table lock.** Every put into a mailbox, by a sender or by the
+//!    shard, happens while the table's read lock for the entry is held, and the
+//!    shard puts only into the entry that is still registered. Unregistration
+//!    takes the write lock, so once it returns nothing more is put.
+//! 4. **One drain notice.** After taking a message, the receiver posts `Drain`
+//!    if `in_flight > 0` and no notice is pending (`drain_signaled`, set by a swap).
+//!    The shard clears the flag *before* it drains, so a take after the drain
+//!    posts again: no room is missed while messages are parked, and at most one
+//!    notice per actor is queued.
+//! 5. **Bounds.** `in_flight` may reach the overflow bound of the send
+//!    (`MailboxFull` past it); `ShardLoad::parked`, raised and lowered together
+//!    with every `in_flight`, may reach the shard's `max_parked` (`ShardFull` past
+//!    it). Close notices, which a peer must receive, use a bound of `usize::MAX`
+//!    and are never refused; they still count.
+//! 6. **No lost wake-up.** A sender waiting for room registers in the wait list
+//!    of what refused it — the actor's (`MailboxFull`) or the shard's
+//!    (`ShardFull`) — and only then tries again. Whoever makes room lowers its
+//!    count (or takes from the mailbox) and only then looks at the list. Both
+//!    sides use `SeqCst` (the mailbox's queue lock orders a take against a put),
+//!    so either the retry sees the room or the room-maker sees the waiter.
+
+pub(crate) mod overflow;
+pub(crate) mod route;
+
+use std::task::Waker;
+
+use crate::fence;
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+
+/// One actor's part in the protocol, kept in its registration's state.
+pub(crate) struct Flow {
+    /// Messages that took the slow path and are not settled yet (invariant 1).
+    in_flight: AtomicUsize,
+    /// Set while a `Drain` notice is queued to the shard (invariant 4).
+    drain_signaled: AtomicBool,
+    /// Senders waiting for the actor's in-flight count to fall, or for room in
+    /// its mailbox (invariant 6).
+    waiters: WaitList,
+}
+
+impl Flow {
+    pub(crate) fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            drain_signaled: AtomicBool::new(false),
+            waiters: WaitList::new(),
+        }
+    }
+
+    /// `true` if a sender may put straight into the mailbox (invariant 2).
+    pub(crate) fn direct(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// `true` while messages of the actor are at its shard.
+    pub(crate) fn has_in_flight(&self) -> bool {
+        !self.direct()
+    }
+
+    /// Counts one message in flight, unless `bound` are already (invariant 5).
+    fn admit(&self, bound: usize) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= bound {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Undoes an [`admit`](Self::admit) whose message was not posted. Nobody can
+    /// have waited on this count: it fell back to where it was.
+    fn unadmit(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The receiver took a message. While messages are in flight, the room is
+    /// the shard's to fill: tell it (through `post_drain`) unless a notice is
+    /// pending; the senders waiting on the in-flight count are woken as the
+    /// shard settles what it moves. Otherwise the room is for senders, and those
+    /// waiting for it are woken.
+    pub(crate) fn took_one(&self, post_drain: impl FnOnce() -> bool) {
+        if self.has_in_flight() {
+            if !self.drain_signaled.swap(true, Ordering::SeqCst) && !post_drain() {
+                self.drain_signaled.store(false, Ordering::SeqCst);
+            }
+        } else {
+            self.waiters.wake_all();
+        }
+    }
+
+    /// The shard took the pending `Drain` notice, before it drains (invariant 4).
+    pub(crate) fn drain_taken(&self) {
+        // A swap, not a store: every update of the flag is then a
+        // read-modify-write that reads the latest value. C11 orders a plain store
+        // the same way; loom's model does not, and reports a lost `Drain` that
+        // cannot happen.
+        self.drain_signaled.swap(false, Ordering::SeqCst);
+    }
+
+    /// Registers a sender waiting for room; returns its ticket.
+    pub(crate) fn wait(&self, waker: &Waker) -> u64 {
+        self.waiters.register(waker)
+    }
+
+    /// Withdraws a registration made by [`wait`](Self::wait).
+    pub(crate) fn stop_waiting(&self, ticket: u64) {
+        self.waiters.remove(ticket);
+    }
+
+    /// Wakes every waiting sender, so that it tries again: the actor left, or
+    /// the router is shutting down.
+    pub(crate) fn wake_waiters(&self) {
+        self.waiters.wake_all();
+    }
+}
+
+/// One shard's load: the messages parked at it for all its actors.
+pub(crate) struct ShardLoad {
+    /// The sum of its actors' in-flight counts (invariant 5).
+    parked: AtomicUsize,
+    /// The most `parked` may reach before sends are refused with `ShardFull`.
+    max_parked: usize,
+    /// Senders refused with `ShardFull`, waiting for `parked` to fall.
+    waiters: WaitList,
+}
+
+/// Why [`ShardLoad::admit`] refused a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The actor's overflow bound is reached.
+    MailboxFull,
+    /// The shard's bound is reached.
+    ShardFull,
+}
+
+impl ShardLoad {
+    pub(crate) fn new(max_parked: usize) -> Self {
+        Self { parked: AtomicUsize::new(0), max_parked, waiters: WaitList::new() }
+    }
+
+    /// Counts one message of the actor whose flow is `flow` in flight, within
+    /// `bound` for the actor and the shard's own bound (a `bound` of
+    /// `usize::MAX` is never refused; invariant 5).
+    pub(crate) fn admit(&self, flow: &Flow, bound: usize) -> Result<(), Refusal> {
+        if !flow.admit(bound) {
+            return Err(Refusal::MailboxFull);
+        }
+        if self.parked.fetch_add(1, Ordering::SeqCst) >= self.max_parked && bound != usize::MAX {
+            self.parked.fetch_sub(1, Ordering::SeqCst);
+            flow.unadmit();
+            return Err(Refusal::ShardFull);
+        }
+        Ok(())
+    }
+
+    /// Undoes an [`admit`](Self::admit) whose message could not be posted.
+    pub(crate) fn unadmit(&self, flow: &Flow) {
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+        flow.unadmit();
+    }
+
+    /// One message of the actor whose flow is `flow` is settled: it is no longer
+    /// in flight, and senders waiting for room try again (invariant 6).
+    pub(crate) fn settled(&self, flow: &Flow) {
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+        flow.in_flight.fetch_sub(1, Ordering::SeqCst);
+        flow.waiters.wake_all();
+        self.waiters.wake_all();
+    }
+
+    /// Registers a sender waiting for the shard's load to fall; returns its
+    /// ticket.
+    pub(crate) fn wait(&self, waker: &Waker) -> u64 {
+        self.waiters.register(waker)
+    }
+
+    /// Withdraws a registration made by [`wait`](Self::wait).
+    pub(crate) fn stop_waiting(&self, ticket: u64) {
+        self.waiters.remove(ticket);
+    }
+
+    /// Wakes every sender waiting on the shard (it failed, or is stopping).
+    pub(crate) fn wake_waiters(&self) {
+        self.waiters.wake_all();
+    }
+}
+
+/// Tasks waiting for room, each under a ticket so that a future that goes away
+/// can withdraw. Woken all at once: each tries again and registers anew if it is
+/// still refused. Empty (and unallocated) unless someone waits.
+struct WaitList {
+    /// Registrations alive; checked without the lock by whoever makes room.
+    waiting: AtomicUsize,
+    list: Mutex<Option<Box<Waiters>>>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    next_ticket: u64,
+    wakers: Vec<(u64, Waker)>,
+}
+
+impl WaitList {
+    fn new() -> Self {
+        Self { waiting: AtomicUsize::new(0), list: Mutex::new(None) }
+    }
+
+    /// Registers `waker`; returns the registration's ticket.
+    fn register(&self, waker: &Waker) -> u64 {
+        let mut list = self.list.lock();
+        let waiters = list.get_or_insert_with(Box::default);
+        let ticket = waiters.next_ticket;
+        waiters.next_ticket += 1;
+        waiters.wakers.push((ticket, waker.clone()));
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        ticket
+    }
+
+    fn remove(&self, ticket: u64) {
+        let mut list = self.list.lock();
+        if let Some(waiters) = list.as_mut() {
+            if let Some(i) = waiters.wakers.iter().position(|(t, _)| *t == ticket) {
+                waiters.wakers.swap_remove(i);
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Wakes and forgets every registration. One load when nobody waits.
+    fn wake_all(&self) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let wakers = {
+            let mut list = self.list.lock();
+            let Some(waiters) = list.as_mut() else { return };
+            self.waiting.fetch_sub(waiters.wakers.len(), Ordering::SeqCst);
+            std::mem::take(&mut waiters.wakers)
+        };
+        for (_, waker) in wakers {
+            fence::wake(Some(waker));
+        }
+    }
+}

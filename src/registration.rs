@@ -1,0 +1,201 @@
+//! One registration's shared state ([`MailboxState`]): what a mailbox's two
+//! halves, the actor table, the shard and the channel table know of one actor.
+//!
+//! It holds the registration itself (`Link`: under its lock answers to the
+//! actor's requests are accepted and the registration ends), the actor's part in
+//! the overflow protocol (`flow`, see `delivery`), its unresolved requests and
+//! the channels it takes part in. The router is reached through [`Registrar`],
+//! which the routing core implements, so this module depends on nothing above it.
+
+use std::collections::HashMap;
+
+use crate::delivery::Flow;
+use crate::error::RequestError;
+use crate::ids::{ChannelId, Participant};
+use crate::sync::{random_state, Arc, AtomicUsize, Mutex, Ordering};
+
+/// What a registration needs from the router it is registered with.
+pub(crate) trait Registrar: Send + Sync {
+    /// Posts a `Drain` notice for `who` to its shard: the mailbox took a message
+    /// while messages were in flight. `false` if the shard takes no commands.
+    fn post_drain(&self, who: Participant, state: &Arc<MailboxState>) -> bool;
+
+    /// The last receiving half of `who`'s mailbox was dropped: unregister it if
+    /// `state` is still its registration.
+    fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>);
+}
+
+/// State shared by a mailbox's two halves and the router, one per registration.
+pub(crate) struct MailboxState {
+    /// The actor's part in the overflow protocol (see `delivery`): messages in
+    /// flight through its shard, the pending `Drain` notice, senders waiting for
+    /// room.
+    pub(crate) flow: Flow,
+    /// Requests to this actor that have no outcome yet.
+    pub(crate) outstanding: AtomicUsize,
+    /// Receiving halves ([`Mailbox`] clones) alive.
+    receivers: AtomicUsize,
+    /// The registration, set when it starts and when it ends. Answers to the
+    /// actor's requests are accepted under this lock, and the registration ends
+    /// under it, so none is accepted once it has ended.
+    link: Mutex<Link>,
+    /// The channels this participant takes part in (open or opening).
+    channels: Mutex<ChannelSet>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct ChannelSet {
+    /// Each channel with the order in which it was linked. Allocated with the
+    /// first channel: most actors never hold one, and a boxed map costs an actor 8
+    /// bytes instead of the 64 of an inline one.
+    #[allow(clippy::box_collection)]
+    ids: Option<Box<HashMap<ChannelId, u64, ahash::RandomState>>>,
+    /// The next link's order number.
+    next: u64,
+    /// Set when the participant leaves; no channel can be linked after that.
+    closed: bool,
+}
+
+/// Where a mailbox stands with the router.
+enum Link {
+    /// Not registered (yet).
+    Unlinked,
+    /// Registered as `who` with `router`.
+    Linked { who: Participant, router: Arc<dyn Registrar> },
+    /// The registration ended; requests still unanswered resolve with this.
+    Left(RequestError),
+}
+
+impl MailboxState {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            flow: Flow::new(),
+            outstanding: AtomicUsize::new(0),
+            receivers: AtomicUsize::new(1),
+            link: Mutex::new(Link::Unlinked),
+            channels: Mutex::new(ChannelSet::default()),
+            capacity,
+        }
+    }
+
+    /// The mailbox's capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Starts the registration of `who`.
+    pub(crate) fn link(&self, who: Participant, router: Arc<dyn Registrar>) {
+        *self.link.lock() = Link::Linked { who, router };
+    }
+
+    /// Undoes [`link`](Self::link) for a registration that did not take place.
+    pub(crate) fn reset_link(&self) {
+        let old = std::mem::replace(&mut *self.link.lock(), Link::Unlinked);
+        drop(old);
+    }
+
+    /// Runs `f(arg)` while the registration lasts; once it has ended, hands `arg`
+    /// back with the reason.
+    pub(crate) fn while_registered<A, R>(
+        &self,
+        arg: A,
+        f: impl FnOnce(A) -> R,
+    ) -> Result<R, (RequestError, A)> {
+        let link = self.link.lock();
+        match &*link {
+            Link::Left(reason) => Err((*reason, arg)),
+            Link::Unlinked | Link::Linked { .. } => Ok(f(arg)),
+        }
+    }
+
+    /// Why the registration ended, once it has.
+    pub(crate) fn left(&self) -> Option<RequestError> {
+        match &*self.link.lock() {
+            Link::Left(reason) => Some(*reason),
+            Link::Unlinked | Link::Linked { .. } => None,
+        }
+    }
+
+    /// Receiving halves alive.
+    pub(crate) fn receivers(&self) -> usize {
+        self.receivers.load(Ordering::SeqCst)
+    }
+
+    /// A receiving half was cloned.
+    pub(crate) fn receiver_added(&self) {
+        self.receivers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A receiving half was dropped; `true` if it was the last.
+    pub(crate) fn receiver_dropped(&self) -> bool {
+        self.receivers.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// Who this is registered as, and with which router, while registered.
+    pub(crate) fn registered_as(&self) -> Option<(Participant, Arc<dyn Registrar>)> {
+        match &*self.link.lock() {
+            Link::Linked { who, router } => Some((*who, Arc::clone(router))),
+            Link::Unlinked | Link::Left(_) => None,
+        }
+    }
+
+    /// Tells the actor's shard that its mailbox took a message (a `Drain`
+    /// notice); `false` if it is not registered or the shard takes no commands.
+    /// Posted under the registration's lock, so never after it has ended.
+    pub(crate) fn post_drain(this: &Arc<Self>) -> bool {
+        match &*this.link.lock() {
+            Link::Linked { who, router } => router.post_drain(*who, this),
+            Link::Unlinked | Link::Left(_) => false,
+        }
+    }
+
+    /// Records that this participant takes part in `channel`; `false` once it left.
+    pub(crate) fn link_channel(&self, channel: ChannelId) -> bool {
+        let mut set = self.channels.lock();
+        if set.closed {
+            return false;
+        }
+        let order = set.next;
+        set.next += 1;
+        let ids = set.ids.get_or_insert_with(|| Box::new(HashMap::with_hasher(random_state())));
+        ids.insert(channel, order).is_none()
+    }
+
+    pub(crate) fn unlink_channel(&self, channel: ChannelId) {
+        if let Some(ids) = &mut self.channels.lock().ids {
+            ids.remove(&channel);
+        }
+    }
+
+    /// Marks the participant as gone and returns its channels in the order they
+    /// were linked (opened), so peers are told in a deterministic order.
+    pub(crate) fn take_channels(&self) -> Vec<ChannelId> {
+        let mut set = self.channels.lock();
+        set.closed = true;
+        let mut linked: Vec<(u64, ChannelId)> = set
+            .ids
+            .take()
+            .map(|ids| ids.into_iter().map(|(id, order)| (order, id)).collect())
+            .unwrap_or_default();
+        linked.sort_unstable_by_key(|&(order, _)| order);
+        linked.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Ends the registration once the entry has left the table: from here on
+    /// answers to the actor's requests are refused and resolve with `reason`.
+    /// Also drops the link to the router: a command holding this state that is
+    /// still queued when a shard stops would otherwise keep the router alive
+    /// through it, a reference cycle.
+    pub(crate) fn unlink(&self, reason: RequestError) {
+        let old = {
+            let mut link = self.link.lock();
+            if matches!(*link, Link::Left(_)) {
+                return;
+            }
+            std::mem::replace(&mut *link, Link::Left(reason))
+        };
+        // Dropped outside the lock: it may hold the last reference to the router.
+        drop(old);
+    }
+}
