@@ -130,6 +130,22 @@ fn overflow(c: &mut Criterion) {
     g.finish();
 }
 
+/// Group 7: back-pressure. Acked sends from 4 producers to 4 actors whose
+/// mailboxes (8) and overflow bounds (8) keep filling, so producers wait for room:
+/// ours awaits `send_async` (woken by the shard or the mailbox), the anchor's task
+/// awaits tokio mpsc's `send().await` into the full mailbox, the limit awaits
+/// flume's `send_async`. Nothing is refused or lost.
+fn backpressure(c: &mut Criterion) {
+    let mut g = group(c, "7_backpressure");
+    for imp in Impl::ALL {
+        let fixture = Fixture::new(imp, Spec::backpressure());
+        g.bench_function(BenchmarkId::new(imp.name(), "4_producers"), |b| {
+            b.iter_custom(|n| fixture.one_way(4, Mode::Acked, Full::Wait, n).elapsed)
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -141,6 +157,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = one_way, request_response, channel_messages, scale, churn, overflow
+    targets = one_way, request_response, channel_messages, scale, churn, overflow, backpressure
 }
 criterion_main!(benches);

@@ -109,7 +109,7 @@ impl RouterBuilder {
 
     /// The most messages one shard holds for all its actors together: queued to
     /// it or parked in its overflow queues. Past it, sends that would park get
-    /// [`SendErrorKind::ShardFull`], however far each actor is from its own
+    /// [`SendErrorKind::ShardFull`](crate::SendErrorKind::ShardFull), however far each actor is from its own
     /// bound. Channel close notices are never refused (a peer must learn that a
     /// channel closed), so they may pass the cap by at most one per channel.
     /// Default: 1 048 576.

@@ -167,7 +167,7 @@ impl Router {
     }
 
     /// Sends `data` on an open channel to its other participant, through the same
-    /// path as [`send`](Self::send): per-pair FIFO holds across sends, requests and
+    /// path as [`try_send`](Self::try_send): per-pair FIFO holds across sends, requests and
     /// channel messages. Never blocks.
     ///
     /// # Errors

@@ -21,7 +21,8 @@
 //!   `NoReply`, `MailboxFull`, `ShardFull`, `MailboxClosed`, `ShardFailed` or
 //!   `Shutdown` (see [`RequestError`]); dropping a [`ResponseFuture`] abandons it.
 //! * **No unbounded wait:** every blocking call ends by a reply, a timeout or
-//!   shutdown; `Duration::MAX` means no deadline.
+//!   shutdown; `Duration::MAX` means no deadline. A send waiting for room
+//!   ([`Router::send_async`]) is woken when room appears or the wait ends for good.
 //! * **Fenced user code:** a panicking dead-letter sink or waker is caught and
 //!   counted; a shard that panics in its own code is fenced, not restarted (see
 //!   [`Router::is_degraded`]).
@@ -54,7 +55,8 @@
 //!
 //! # Where things are
 //!
-//! * Routing: [`Router`] ([`Router::send`], [`Router::tell`], [`Router::request`],
+//! * Routing: [`Router`] ([`Router::try_send`], [`Router::send_async`],
+//!   [`Router::blocking_send`], [`Router::tell`], [`Router::request`],
 //!   [`Router::request_async`], [`Router::deliver`]).
 //! * Actors' side: [`Mailbox`], [`ActorMessage`], [`ReplyHandle`].
 //! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`].

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::channels::ChannelTable;
-use crate::delivery::route::route;
+use crate::delivery::route::{route, OnFull};
 use crate::error::{RegisterError, RequestError, RequestFailed, UnregisterError};
 use crate::ids::{ActorId, ExternalId, Participant};
 use crate::inbox::{Cmd, DeadLetterSink, Latch, ShardHandle};
@@ -215,7 +215,7 @@ impl Router {
                     return Err(RequestFailed::new(error, Some(data)));
                 }
                 let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
-                match route(entry, msg, shard, bound) {
+                match route(entry, msg, shard, bound, OnFull::Park) {
                     Ok(()) => Ok(slot),
                     Err(e) => {
                         // Resolve before the returned reply handle is dropped.
@@ -365,7 +365,7 @@ impl Router {
     /// `true` if a shard has failed.
     ///
     /// A shard fails only through a panic in the router's own code (user
-    /// callbacks are fenced: see [`RouterBuilder::on_dead_letter`]). A failed
+    /// callbacks are fenced: see [`RouterBuilder::on_dead_letter`](crate::RouterBuilder::on_dead_letter)). A failed
     /// shard is not restarted, since its state can no longer be trusted; it is
     /// fenced instead. Its unresolved requests and opens resolve with
     /// `ShardFailed`, its parked messages become dead letters, and from then on

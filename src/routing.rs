@@ -6,7 +6,7 @@
 use std::task::Waker;
 
 use crate::channels::{ChannelTable, Leaving};
-use crate::delivery::route::route;
+use crate::delivery::route::{route, OnFull};
 use crate::error::{RegisterError, RequestError, SendError, SendErrorKind};
 use crate::ids::Participant;
 use crate::inbox::{Cmd, DeadLetterSink, ShardHandle};
@@ -78,7 +78,7 @@ impl Inner {
                 if self.is_closed() {
                     return Err(SendError::new(SendErrorKind::Shutdown, msg));
                 }
-                route(entry, msg, shard, bound)
+                route(entry, msg, shard, bound, OnFull::Park)
             })
             .unwrap_or_else(|msg| {
                 let kind =
@@ -87,10 +87,11 @@ impl Inner {
             })
     }
 
-    /// [`route`](Self::route) for a sender that waits for room: when the message
-    /// is refused for want of room (`MailboxFull`, `ShardFull`), the sender's
-    /// `waker` is registered where room will be announced — the actor's or the
-    /// shard's wait list — and the message tried once more (invariant 6 of
+    /// [`route`](Self::route) for a sender that waits for room (see
+    /// `OnFull::Wait`): when the message is refused for want of room (a full
+    /// mailbox with nothing parked, the overflow bound, the shard's bound), the
+    /// sender's `waker` is registered where room will be announced — the actor's
+    /// or the shard's wait list — and the message tried once more (invariant 6 of
     /// `delivery`). `Wait` hands the message back: the waker will be woken when
     /// room appears, the actor leaves or the router shuts down.
     pub(crate) fn route_or_wait(
@@ -109,7 +110,7 @@ impl Inner {
                 if self.is_closed() {
                     return Err(Routed::Failed(SendError::new(SendErrorKind::Shutdown, msg)));
                 }
-                let refused = match route(entry, msg, shard, bound) {
+                let refused = match route(entry, msg, shard, bound, OnFull::Wait) {
                     Ok(()) => return Ok(()),
                     Err(e) => e,
                 };
@@ -170,7 +171,7 @@ impl Inner {
         let state = Arc::clone(&mailbox.state);
         // Linked before the insert: once sends can reach the mailbox, its
         // receiver must be able to tell the shard that room appeared.
-        state.link(who, Arc::clone(this) as Arc<dyn Registrar>);
+        state.link(who, registrar(this));
         let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
@@ -259,6 +260,31 @@ impl Inner {
             let _ = shard.cmd.send(Cmd::Shutdown);
         }
     }
+}
+
+/// `this` as the registrar a registration reaches its router through.
+#[cfg(not(loom))]
+fn registrar(this: &Arc<Inner>) -> Arc<dyn Registrar> {
+    Arc::clone(this) as Arc<dyn Registrar>
+}
+
+/// Loom's `Arc` cannot coerce to a trait object: the registrar is a forwarding
+/// value made in a `std::sync::Arc` and moved into the seam's `Arc`.
+#[cfg(loom)]
+fn registrar(this: &Arc<Inner>) -> Arc<dyn Registrar> {
+    struct Forward(Arc<Inner>);
+
+    impl Registrar for Forward {
+        fn post_drain(&self, who: Participant, state: &Arc<MailboxState>) -> bool {
+            self.0.post_drain(who, state)
+        }
+
+        fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>) {
+            self.0.mailbox_dropped(who, state);
+        }
+    }
+
+    crate::sync::arc_from_std(std::sync::Arc::new(Forward(Arc::clone(this))))
 }
 
 impl Registrar for Inner {

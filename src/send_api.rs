@@ -8,9 +8,11 @@
 //! | [`send_async_timeout`](Router::send_async_timeout)`.await` | waits, at most the timeout | never (a future) |
 //! | [`blocking_send`](Router::blocking_send), [`blocking_send_timeout`](Router::blocking_send_timeout) | waits, parking the thread | yes |
 //!
-//! "No room" means the actor's overflow bound is reached (`MailboxFull`), or its
-//! shard's (`ShardFull`). Below the bound a message that finds the mailbox full is
-//! parked at the shard and accepted at once by every call here.
+//! For `try_send`, `deliver` and `tell`, "no room" means the actor's overflow
+//! bound is reached (`MailboxFull`), or its shard's (`ShardFull`): below the bound
+//! a message that finds the mailbox full is parked at the shard and accepted at
+//! once. The waiting sends do not park when nothing else is parked: they wait for
+//! the mailbox itself, as a bounded channel's `send().await` does.
 
 use std::fmt;
 use std::future::Future;
@@ -96,10 +98,16 @@ impl Router {
         }
     }
 
-    /// Sends a one-way message, waiting for room while the target is at its
-    /// overflow bound (or its shard at its own). Runtime-agnostic: the router's
-    /// threads and the actor's mailbox wake the future, no timer or runtime is
-    /// needed.
+    /// Sends a one-way message, waiting for room when there is none.
+    /// Runtime-agnostic: the router's threads and the actor's mailbox wake the
+    /// future, no timer or runtime is needed.
+    ///
+    /// Where it waits: while nothing of the actor's is parked at its shard, a
+    /// full mailbox makes it wait for the mailbox itself, as a bounded channel's
+    /// `send().await` does (the actor's next take wakes it) — it does not park.
+    /// While messages are parked (sent by [`try_send`](Self::try_send) or
+    /// [`tell`](Self::tell)), it parks behind them, which keeps per-pair order,
+    /// and waits only at the overflow bound (or the shard's).
     ///
     /// Messages a sender awaits one after the other arrive in that order (and in
     /// order with its other sends). The wait ends by room, or by an error: the

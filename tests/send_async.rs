@@ -75,7 +75,7 @@ fn full_actor(bound: usize) -> (Router, ActorId, Mailbox) {
 }
 
 #[test]
-fn waits_while_parked_messages_fill_the_bound_and_completes_once_one_is_delivered() {
+fn waits_while_parked_messages_fill_the_bound_and_completes_once_there_is_room() {
     let (router, id, mailbox) = full_actor(1);
     let waker = Arc::new(CountingWaker::default());
     let mut send = router.send_async(id, vec![2]);
@@ -83,14 +83,42 @@ fn waits_while_parked_messages_fill_the_bound_and_completes_once_one_is_delivere
     assert!(poll_once(&mut send, &waker).is_pending(), "a second poll still waits");
     assert_eq!(waker.wakes(), 0);
 
-    // Taking one message lets the shard move the parked one into the mailbox;
-    // that settles it, which wakes the waiting send.
+    // Taking `0` lets the shard move the parked `1` into the mailbox, which
+    // settles it and wakes the send; the send then finds the mailbox full with
+    // nothing parked and waits for the mailbox itself, until `1` is taken.
     assert_eq!(payload_of(mailbox.recv().unwrap()), vec![0]);
+    assert_eq!(payload_of(mailbox.recv().unwrap()), vec![1]);
     assert!(matches!(await_ready(&mut send, &waker), Ok(())));
+    assert!(waker.wakes() >= 1);
     drop(send);
+    assert_eq!(payload_of(mailbox.recv().unwrap()), vec![2], "the waited-for message comes last");
+}
 
-    let rest: Vec<Vec<u8>> = (0..2).map(|_| payload_of(mailbox.recv().unwrap())).collect();
-    assert_eq!(rest, vec![vec![1], vec![2]], "the waited-for message comes after the earlier ones");
+#[test]
+fn with_nothing_parked_a_waiting_send_waits_for_the_mailbox_instead_of_parking() {
+    let router = Router::builder()
+        .shards(1)
+        .mailbox_capacity(1)
+        .overflow(OverflowPolicy::Park { max_per_actor: 4 })
+        .build()
+        .unwrap();
+    let (tx, mailbox) = router.mailbox();
+    let id = ActorId::new();
+    router.register(id, tx).unwrap();
+    router.try_send(id, vec![0]).unwrap();
+
+    let waker = Arc::new(CountingWaker::default());
+    let mut send = router.send_async(id, vec![1]);
+    assert!(poll_once(&mut send, &waker).is_pending(), "the mailbox is full: wait, do not park");
+    router.flush();
+    assert_eq!(router.metrics().total().overflow_depth, 0, "nothing went to the shard");
+    assert_eq!(payload_of(mailbox.recv().unwrap()), vec![0]);
+    assert!(waker.wakes() >= 1, "the receiver's take wakes the send");
+    assert!(matches!(poll_once(&mut send, &waker), Poll::Ready(Ok(()))));
+    drop(send);
+    assert_eq!(payload_of(mailbox.recv().unwrap()), vec![1]);
+    let total = router.metrics().total();
+    assert_eq!((total.delivered_direct, total.delivered_overflow, total.rejected), (2, 0, 0));
 }
 
 #[test]
@@ -118,11 +146,10 @@ fn a_dropped_send_sends_nothing_and_does_not_hold_up_another() {
     drop(dropped);
 
     assert_eq!(payload_of(mailbox.recv().unwrap()), vec![0]);
+    assert_eq!(payload_of(mailbox.recv().unwrap()), vec![1]);
     assert!(matches!(await_ready(&mut kept, &second_waker), Ok(())));
     drop(kept);
     assert_eq!(first_waker.wakes(), 0, "a withdrawn send is not woken");
-
-    assert_eq!(payload_of(mailbox.recv().unwrap()), vec![1]);
     assert_eq!(payload_of(mailbox.recv().unwrap()), b"kept");
     router.flush();
     assert!(mailbox.try_recv().is_err(), "the dropped send's message never arrives");
@@ -236,12 +263,13 @@ fn errors_that_room_cannot_cure_return_at_once() {
 
 #[test]
 fn a_send_refused_by_the_shard_bound_waits_for_the_shard() {
-    // One shard that may park one message in all: actor `a` fills it.
+    // One shard that may park two messages in all; `a` and `b` each have one
+    // parked behind a full mailbox, so the shard is at its bound.
     let router = Router::builder()
         .shards(1)
         .mailbox_capacity(1)
         .overflow(OverflowPolicy::Park { max_per_actor: 8 })
-        .max_parked_per_shard(1)
+        .max_parked_per_shard(2)
         .build()
         .unwrap();
     let (tx_a, mailbox_a) = router.mailbox();
@@ -249,20 +277,23 @@ fn a_send_refused_by_the_shard_bound_waits_for_the_shard() {
     let (a, b) = (ActorId::new(), ActorId::new());
     router.register(a, tx_a).unwrap();
     router.register(b, tx_b).unwrap();
-    router.try_send(a, vec![0]).unwrap();
-    router.try_send(a, vec![1]).unwrap(); // parked: the shard is at its bound
-    router.try_send(b, vec![0]).unwrap(); // b's mailbox is now full
-    assert_eq!(router.try_send(b, vec![1]).unwrap_err().kind(), SendErrorKind::ShardFull);
+    for actor in [a, b] {
+        router.try_send(actor, vec![0]).unwrap();
+        router.try_send(actor, vec![1]).unwrap();
+    }
+    assert_eq!(router.try_send(b, vec![2]).unwrap_err().kind(), SendErrorKind::ShardFull);
 
+    // `b` has a message parked, so its waiting send must park too (behind it):
+    // it waits for the shard's load to fall.
     let waker = Arc::new(CountingWaker::default());
-    let mut send = router.send_async(b, vec![1]);
+    let mut send = router.send_async(b, vec![2]);
     assert!(poll_once(&mut send, &waker).is_pending());
     // `a` takes one: its parked message moves in, the shard's load falls.
     assert_eq!(payload_of(mailbox_a.recv().unwrap()), vec![0]);
     assert!(matches!(await_ready(&mut send, &waker), Ok(())));
     drop(send);
-    assert_eq!(payload_of(mailbox_b.recv().unwrap()), vec![0]);
-    assert_eq!(payload_of(mailbox_b.recv().unwrap()), vec![1]);
+    let got: Vec<Vec<u8>> = (0..3).map(|_| payload_of(mailbox_b.recv().unwrap())).collect();
+    assert_eq!(got, vec![vec![0], vec![1], vec![2]]);
 }
 
 #[test]

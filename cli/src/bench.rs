@@ -1,5 +1,5 @@
 //! `sharded-router bench`: a short run of the benchmark workloads (one-way sends,
-//! request/response, scale, churn, overflow) for our router, the single-task anchor
+//! request/response, scale, churn, overflow, back-pressure) for our router, the single-task anchor
 //! and the raw flume limit, printed as one table of medians with ratios from the same
 //! run.
 //!
@@ -98,6 +98,12 @@ fn cases() -> Vec<Case> {
         label: "1 slow actor of 100, acked, 2 producers".to_owned(),
         spec: Spec::overflow(),
         work: Work::OneWay { producers: 2, mode: Mode::Acked, full: Full::Refuse },
+    });
+    cases.push(Case {
+        group: "7 back-pressure",
+        label: "4 actors at their bound, acked, 4 producers waiting for room".to_owned(),
+        spec: Spec::backpressure(),
+        work: Work::OneWay { producers: 4, mode: Mode::Acked, full: Full::Wait },
     });
     cases
 }
@@ -400,6 +406,11 @@ mod tests {
             let overflow = Fixture::new(imp, Spec::overflow());
             let run = overflow.one_way(2, Mode::Acked, Full::Refuse, 2_000);
             assert!(run.refused <= 2_000);
+
+            // Every message waits its turn and gets through (the run ends only
+            // when all of them were taken).
+            let backpressure = Fixture::new(imp, Spec::backpressure());
+            assert_eq!(backpressure.one_way(4, Mode::Acked, Full::Wait, 20_000).refused, 0, "{}", imp.name());
         }
     }
 }

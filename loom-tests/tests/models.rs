@@ -29,6 +29,8 @@
 //! | 13a, 13b | dropped `ResponseFuture` (unpolled, polled once) / reply | a reply after the drop is refused |
 //! | 14 | `shutdown` / `shutdown` | each call returns after dead letters and outcomes are settled |
 //! | 15 | panicking dead-letter sink / overflow sends | the shard keeps working, the panic is counted |
+//! | 16a, 16b | a sender waiting for room (`blocking_send`) / consumer (park, reject) | woken, delivered once, in order |
+//! | 16c | a sender waiting for room / unregister | the wait ends with `ActorNotFound` |
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
 //! (see `.ci/loom` at the repository root). Each model explores every
@@ -186,7 +188,7 @@ fn register_vs_send() {
             let router = router.clone();
             thread::spawn(move || router.register(target, tx))
         };
-        let sent = router.send(target, b"m".to_vec());
+        let sent = router.try_send(target, b"m".to_vec());
         registrar.join().unwrap().expect("register");
 
         let got = take_waiting(&mailbox);
@@ -211,7 +213,7 @@ fn unregister_vs_send() {
     check("2 unregister_vs_send", Depth::Deeper, || {
         let router = router(1);
         let (target, mailbox) = (id(1), registered(&router, id(1)));
-        router.send(target, b"first".to_vec()).unwrap();
+        router.try_send(target, b"first".to_vec()).unwrap();
 
         let unregistering = {
             let router = router.clone();
@@ -219,7 +221,7 @@ fn unregister_vs_send() {
         };
         let sender = {
             let router = router.clone();
-            thread::spawn(move || router.send(target, b"second".to_vec()))
+            thread::spawn(move || router.try_send(target, b"second".to_vec()))
         };
         assert_eq!(mailbox.recv().unwrap().data(), b"first");
         unregistering.join().unwrap().expect("unregister");
@@ -252,18 +254,18 @@ fn overflow_fifo() {
     check("3 overflow_fifo", Depth::Base, || {
         let router = router(4);
         let (target, mailbox) = (id(1), registered(&router, id(1)));
-        router.send(target, b"x".to_vec()).unwrap();
+        router.try_send(target, b"x".to_vec()).unwrap();
 
         let a = {
             let router = router.clone();
             thread::spawn(move || {
-                router.send(target, b"a1".to_vec()).unwrap();
-                router.send(target, b"a2".to_vec()).unwrap();
+                router.try_send(target, b"a1".to_vec()).unwrap();
+                router.try_send(target, b"a2".to_vec()).unwrap();
             })
         };
         let b = {
             let router = router.clone();
-            thread::spawn(move || router.send(target, b"b1".to_vec()).unwrap())
+            thread::spawn(move || router.try_send(target, b"b1".to_vec()).unwrap())
         };
 
         // The actor: every accepted message arrives (the parked ones as room appears).
@@ -295,7 +297,7 @@ fn overflow_drain_vs_consumer() {
     check("4 overflow_drain_vs_consumer", Depth::Deeper, || {
         let router = router(2);
         let (target, mailbox) = (id(1), registered(&router, id(1)));
-        router.send(target, b"0".to_vec()).unwrap();
+        router.try_send(target, b"0".to_vec()).unwrap();
 
         let actor = thread::spawn(move || {
             let mut got = Vec::new();
@@ -304,8 +306,8 @@ fn overflow_drain_vs_consumer() {
             }
             (got, mailbox)
         });
-        router.send(target, b"1".to_vec()).unwrap();
-        router.send(target, b"2".to_vec()).unwrap();
+        router.try_send(target, b"1".to_vec()).unwrap();
+        router.try_send(target, b"2".to_vec()).unwrap();
 
         let (got, mailbox) = actor.join().unwrap();
         assert_eq!(got, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
@@ -725,7 +727,7 @@ fn shutdown_vs_register_and_send() {
         };
         let sender = {
             let router = router.clone();
-            thread::spawn(move || router.send(target, b"m".to_vec()))
+            thread::spawn(move || router.try_send(target, b"m".to_vec()))
         };
         router.shutdown();
         let registered = registrar.join().unwrap();
@@ -760,13 +762,13 @@ fn shutdown_vs_overflow_sends() {
     check("10b shutdown_vs_overflow_sends", Depth::Deeper, || {
         let router = router(2);
         let (target, mailbox) = (id(1), registered(&router, id(1)));
-        router.send(target, b"0".to_vec()).unwrap();
+        router.try_send(target, b"0".to_vec()).unwrap();
 
         let sender = {
             let router = router.clone();
             thread::spawn(move || {
-                let a = router.send(target, b"1".to_vec()).is_ok();
-                let b = router.send(target, b"2".to_vec()).is_ok();
+                let a = router.try_send(target, b"1".to_vec()).is_ok();
+                let b = router.try_send(target, b"2".to_vec()).is_ok();
                 usize::from(a) + usize::from(b)
             })
         };
@@ -810,7 +812,7 @@ fn two_senders_fast_vs_overflow() {
             let router = router.clone();
             thread::spawn(move || {
                 for n in 1..=2 {
-                    router.send(target, format!("{name}{n}").into_bytes()).expect("accepted");
+                    router.try_send(target, format!("{name}{n}").into_bytes()).expect("accepted");
                 }
             })
         });
@@ -846,11 +848,11 @@ fn recv_async_vs_send_and_unregister() {
     check("12 recv_async_vs_send_and_unregister", Depth::Deeper, || {
         let router = router(1);
         let (target, mailbox) = (id(1), registered(&router, id(1)));
-        router.send(target, b"first".to_vec()).unwrap();
+        router.try_send(target, b"first".to_vec()).unwrap();
 
         let sender = {
             let router = router.clone();
-            thread::spawn(move || router.send(target, b"second".to_vec()))
+            thread::spawn(move || router.try_send(target, b"second".to_vec()))
         };
         let unregistering = {
             let router = router.clone();
@@ -994,8 +996,8 @@ fn shutdown_vs_shutdown() {
         let router = router(1);
         let (a, b) = (id(1), id(2));
         let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
-        router.send(a, b"fill".to_vec()).unwrap();
-        router.send(a, b"parked".to_vec()).unwrap();
+        router.try_send(a, b"fill".to_vec()).unwrap();
+        router.try_send(a, b"parked".to_vec()).unwrap();
         let request = router.request_async(b, b"q".to_vec(), Duration::from_secs(60));
         let request = loom::sync::Arc::new(loom::sync::Mutex::new(Shared::Pending(request)));
 
@@ -1045,15 +1047,15 @@ fn panicking_dead_letter_sink() {
             .expect("router");
         let (a, b) = (id(1), id(2));
         let (mailbox_a, mailbox_b) = (registered(&router, a), registered(&router, b));
-        router.send(a, b"a0".to_vec()).unwrap();
-        router.send(a, b"a1".to_vec()).unwrap();
+        router.try_send(a, b"a0".to_vec()).unwrap();
+        router.try_send(a, b"a1".to_vec()).unwrap();
 
         let leaving = {
             let router = router.clone();
             thread::spawn(move || router.unregister(a))
         };
-        router.send(b, b"b0".to_vec()).unwrap();
-        router.send(b, b"b1".to_vec()).unwrap();
+        router.try_send(b, b"b0".to_vec()).unwrap();
+        router.try_send(b, b"b1".to_vec()).unwrap();
         assert_eq!(mailbox_b.recv().expect("b0").data(), b"b0");
         assert_eq!(mailbox_b.recv().expect("b1 through the shard").data(), b"b1");
         leaving.join().unwrap().expect("unregister");
@@ -1062,14 +1064,84 @@ fn panicking_dead_letter_sink() {
         let total = router.metrics().total();
         assert_eq!((total.dead_letters, total.callback_panics), (1, 1));
         // After the panic: one more overflow delivery.
-        router.send(b, b"b2".to_vec()).unwrap();
-        router.send(b, b"b3".to_vec()).unwrap();
+        router.try_send(b, b"b2".to_vec()).unwrap();
+        router.try_send(b, b"b3".to_vec()).unwrap();
         assert_eq!(mailbox_b.recv().expect("b2").data(), b"b2");
         assert_eq!(mailbox_b.recv().expect("b3 through the shard").data(), b"b3");
         router.flush();
         let total = router.metrics().total();
         assert_eq!((total.dead_letters, total.callback_panics, total.overflow_depth), (1, 1, 0));
         assert_eq!(take_waiting(&mailbox_a), [b"a0".to_vec()]);
+        router.shutdown();
+    });
+}
+
+/// Model 16a: a sender waiting for room (`blocking_send` at the overflow bound)
+/// racing the consumer. The mailbox (capacity 1) holds `0` and `1` is parked, the
+/// bound; the third send must wait until the shard settles `1`. A lost wake-up
+/// leaves the sender parked forever (loom reports the deadlock); the messages
+/// arrive once each, in order.
+#[test]
+fn waiting_send_vs_consumer() {
+    check("16a waiting_send_vs_consumer", Depth::Base, || {
+        let router = router(1);
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+        router.try_send(target, b"0".to_vec()).unwrap();
+        router.try_send(target, b"1".to_vec()).unwrap();
+
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.blocking_send(target, b"2".to_vec()))
+        };
+        let got: Vec<Vec<u8>> = (0..3).map(|_| mailbox.recv().expect("message").data().to_vec()).collect();
+        sender.join().unwrap().expect("accepted once room appeared");
+        assert_eq!(got, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+        router.shutdown();
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
+    });
+}
+
+/// Model 16b: the same with the `Reject` policy, where the room a waiting sender
+/// needs is the mailbox's own: the receiver's take must wake it (no shard on the
+/// path).
+#[test]
+fn waiting_send_vs_receiver_take() {
+    check("16b waiting_send_vs_receiver_take", Depth::Deeper, || {
+        let router =
+            Router::builder().shards(1).mailbox_capacity(1).overflow(OverflowPolicy::Reject).build().expect("router");
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+        router.try_send(target, b"0".to_vec()).unwrap();
+
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.blocking_send(target, b"1".to_vec()))
+        };
+        let got: Vec<Vec<u8>> = (0..2).map(|_| mailbox.recv().expect("message").data().to_vec()).collect();
+        sender.join().unwrap().expect("accepted once room appeared");
+        assert_eq!(got, [b"0".to_vec(), b"1".to_vec()]);
+        router.shutdown();
+    });
+}
+
+/// Model 16c: a waiting sender racing the target's unregistration (nobody
+/// consumes, so no room ever appears). The wait ends — a missed wake-up is a
+/// deadlock loom reports — with `ActorNotFound` and the payload back.
+#[test]
+fn waiting_send_vs_unregister() {
+    check("16c waiting_send_vs_unregister", Depth::Deeper, || {
+        let router = router(1);
+        let (target, _mailbox) = (id(1), registered(&router, id(1)));
+        router.try_send(target, b"0".to_vec()).unwrap();
+        router.try_send(target, b"1".to_vec()).unwrap();
+
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || router.blocking_send(target, b"2".to_vec()))
+        };
+        router.unregister(target).unwrap();
+        let err = sender.join().unwrap().expect_err("the actor left");
+        assert_eq!(err.kind(), SendErrorKind::ActorNotFound);
+        assert_eq!(err.into_inner(), b"2");
         router.shutdown();
     });
 }

@@ -46,7 +46,10 @@
 //!    (`ShardFull`) — and only then tries again. Whoever makes room lowers its
 //!    count (or takes from the mailbox) and only then looks at the list. Both
 //!    sides use `SeqCst` (the mailbox's queue lock orders a take against a put),
-//!    so either the retry sees the room or the room-maker sees the waiter.
+//!    so either the retry sees the room or the room-maker sees the waiter. A
+//!    receiver that finds messages in flight leaves the wake-up to the settles
+//!    that will lower the count, so a refused admission never raises it, and
+//!    an admission undone wakes those it may have kept out.
 
 pub(crate) mod overflow;
 pub(crate) mod route;
@@ -87,18 +90,34 @@ impl Flow {
     }
 
     /// Counts one message in flight, unless `bound` are already (invariant 5).
+    /// A refusal leaves the count untouched — a receiver that saw a passing
+    /// increment would leave its wake-up to a settle that never comes — and is
+    /// confirmed by a read-modify-write, which reads the latest count: a settle
+    /// that lowers it afterwards then synchronizes with this sender and sees it
+    /// waiting (invariant 6).
     fn admit(&self, bound: usize) -> bool {
-        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= bound {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return false;
+        let mut n = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            if n >= bound {
+                n = self.in_flight.fetch_add(0, Ordering::SeqCst);
+                if n >= bound {
+                    return false;
+                }
+            }
+            match self.in_flight.compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(current) => n = current,
+            }
         }
-        true
     }
 
-    /// Undoes an [`admit`](Self::admit) whose message was not posted. Nobody can
-    /// have waited on this count: it fell back to where it was.
-    fn unadmit(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    /// Undoes an [`admit`](Self::admit) whose message was not posted after all.
+    /// If the count stood at `bound` meanwhile, senders refused for it are
+    /// woken to try again.
+    fn unadmit(&self, bound: usize) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) >= bound {
+            self.waiters.wake_all();
+        }
     }
 
     /// The receiver took a message. While messages are in flight, the room is
@@ -174,17 +193,21 @@ impl ShardLoad {
             return Err(Refusal::MailboxFull);
         }
         if self.parked.fetch_add(1, Ordering::SeqCst) >= self.max_parked && bound != usize::MAX {
+            // The shard's count was already at its bound: nobody can have been
+            // refused by this passing increment who would not have been anyway.
             self.parked.fetch_sub(1, Ordering::SeqCst);
-            flow.unadmit();
+            flow.unadmit(bound);
             return Err(Refusal::ShardFull);
         }
         Ok(())
     }
 
-    /// Undoes an [`admit`](Self::admit) whose message could not be posted.
+    /// Undoes an [`admit`](Self::admit) whose message could not be posted (the
+    /// shard stopped); wakes those waiting on either count, as a settle does.
     pub(crate) fn unadmit(&self, flow: &Flow) {
         self.parked.fetch_sub(1, Ordering::SeqCst);
-        flow.unadmit();
+        flow.unadmit(0);
+        self.waiters.wake_all();
     }
 
     /// One message of the actor whose flow is `flow` is settled: it is no longer

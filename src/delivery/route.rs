@@ -10,6 +10,20 @@ use crate::table::{Attempt, Entry};
 
 use super::Refusal;
 
+/// What a send does when the mailbox is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnFull {
+    /// Park the message at the shard, within the bounds; refusals are counted.
+    Park,
+    /// The sender waits for room instead (a waiting send): while nothing of the
+    /// actor's is in flight it waits for the mailbox itself, as a bounded
+    /// channel's send does, and is woken by the receiver's take. With messages
+    /// in flight it parks behind them as [`Park`](Self::Park) does (its order
+    /// depends on it), and waits at the bound. Nothing it is refused is counted:
+    /// it tries again.
+    Wait,
+}
+
 /// Routes `msg` to the actor of `entry`. Called with the table's read lock for
 /// the entry held (invariant 3).
 ///
@@ -26,6 +40,7 @@ pub(crate) fn route(
     msg: ActorMessage,
     shard: &ShardHandle,
     bound: usize,
+    on_full: OnFull,
 ) -> Result<(), SendError<ActorMessage>> {
     let shared = &shard.shared;
     let flow = &entry.state.flow;
@@ -34,6 +49,9 @@ pub(crate) fn route(
             Attempt::Delivered => {
                 shared.counters.delivered_direct.bump();
                 return Ok(());
+            }
+            Attempt::Full(m) if on_full == OnFull::Wait => {
+                return Err(SendError::new(SendErrorKind::MailboxFull, m));
             }
             Attempt::Full(m) => m,
             Attempt::Closed(m) => return Err(SendError::new(SendErrorKind::MailboxClosed, m)),
@@ -45,7 +63,9 @@ pub(crate) fn route(
         return Err(SendError::new(SendErrorKind::ShardFailed, msg));
     }
     if let Err(refusal) = shared.load.admit(flow, bound) {
-        Counters::bump(&shared.counters.rejected);
+        if on_full == OnFull::Park {
+            Counters::bump(&shared.counters.rejected);
+        }
         let kind = match refusal {
             Refusal::MailboxFull => SendErrorKind::MailboxFull,
             Refusal::ShardFull => SendErrorKind::ShardFull,

@@ -95,8 +95,10 @@ pub enum Mode {
 /// What a producer does when a mailbox is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Full {
-    /// Wait for room: ours yields and retries on `MailboxFull`, the limit awaits
-    /// `send_async`, the anchor's router task awaits the mailbox itself.
+    /// Wait for room: ours awaits `send_async` (for channel messages, which have
+    /// no waiting send, it yields and retries on `MailboxFull`), the limit awaits
+    /// flume's `send_async`, the anchor's router task awaits the tokio mailbox's
+    /// `send().await` itself.
     Wait,
     /// Take the refusal and move on (ours: `MailboxFull` past the overflow bound; the
     /// limit: `try_send`). The anchor cannot refuse: its router task waits.
@@ -130,6 +132,13 @@ impl Spec {
     /// The channel workload: `actors` actors, each with one open channel.
     pub fn channels(actors: usize) -> Self {
         Self { channels: true, ..Self::actors(actors) }
+    }
+
+    /// The back-pressure workload: 4 actors with mailboxes of 8, our router
+    /// parking at most 8 more each, so that producers keep finding them full and
+    /// must wait for room.
+    pub fn backpressure() -> Self {
+        Self { actors: 4, capacity: 8, park: 8, slow_actor: false, channels: false }
     }
 }
 
@@ -372,6 +381,7 @@ impl Share {
                                     Some(c) if self.mode == Mode::Channel => {
                                         router.channel_send(c.ids[target as usize], c.client, data)
                                     }
+                                    _ if self.full == Full::Wait => router.send_async(id, data).await,
                                     _ => router.try_send(id, data),
                                 };
                                 match sent {
