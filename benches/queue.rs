@@ -1,6 +1,7 @@
 //! The shard command queue: unbounded, many producers, one consumer on its own
-//! thread that blocks when the queue is empty (as a shard does). flume (what the
-//! router uses) against crossbeam-channel, the same workload for both.
+//! thread that blocks when the queue is empty (as a shard does). flume against
+//! crossbeam-channel (which the router uses, on these figures), the same workload
+//! for both.
 //!
 //! `cargo bench --bench queue`
 

@@ -11,7 +11,7 @@ use crate::message::ActorMessage;
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
 use crate::registration::MailboxState;
 use crate::slot::ReplySlot;
-use crate::sync::{chan, Arc, AtomicBool, Ordering};
+use crate::sync::{queue, Arc, AtomicBool, Ordering};
 use crate::table::{Entry, Table};
 use crate::timers::{Pending, Timers};
 
@@ -67,12 +67,12 @@ impl Shared {
 /// A caller's handle to a shard.
 pub(crate) struct ShardHandle {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) cmd: chan::Sender<Cmd>,
+    pub(crate) cmd: queue::Sender<Cmd>,
 }
 
 impl ShardHandle {
-    pub(crate) fn new(index: usize, max_parked: usize) -> (Self, chan::Receiver<Cmd>) {
-        let (cmd, rx) = chan::unbounded();
+    pub(crate) fn new(index: usize, max_parked: usize) -> (Self, queue::Receiver<Cmd>) {
+        let (cmd, rx) = queue::unbounded();
         let shared = Arc::new(Shared {
             index,
             table: Table::new(),

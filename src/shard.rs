@@ -22,7 +22,7 @@ use crate::error::RequestError;
 use crate::fence;
 use crate::inbox::{Cmd, DeadLetterSink, ShardHandle, Shared};
 use crate::metrics::DeadLetterReason;
-use crate::sync::{chan, time, Arc, Ordering};
+use crate::sync::{queue, time, Arc, Ordering};
 use crate::table::Entry;
 use crate::timers::{Filed, Pending};
 
@@ -43,7 +43,7 @@ pub(crate) struct ShardConfig {
 /// The state owned by one shard thread.
 pub(crate) struct Shard {
     shared: Arc<Shared>,
-    rx: chan::Receiver<Cmd>,
+    rx: queue::Receiver<Cmd>,
     /// The timer resolution: how often a shard with deadlines wakes on its own.
     resolution: Duration,
     overflow: Overflow,
@@ -59,7 +59,7 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(handle: &ShardHandle, rx: chan::Receiver<Cmd>, config: ShardConfig) -> Self {
+    pub(crate) fn new(handle: &ShardHandle, rx: queue::Receiver<Cmd>, config: ShardConfig) -> Self {
         let ShardConfig { resolution, dead_letters } = config;
         Self {
             shared: Arc::clone(&handle.shared),
@@ -108,8 +108,8 @@ impl Shard {
             let first = match wake_at {
                 Some(at) => match self.rx.recv_deadline(at) {
                     Ok(cmd) => Some(cmd),
-                    Err(chan::RecvTimeoutError::Timeout) => None,
-                    Err(chan::RecvTimeoutError::Disconnected) => break,
+                    Err(queue::RecvTimeoutError::Timeout) => None,
+                    Err(queue::RecvTimeoutError::Disconnected) => break,
                 },
                 None => match self.rx.recv() {
                     Ok(cmd) => Some(cmd),

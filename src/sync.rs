@@ -1,11 +1,12 @@
 //! The concurrency seam.
 //!
-//! Every primitive the crate uses — atomics, `Arc`, locks, the mailbox queue, the
-//! concurrent map, thread spawning and the clock — comes from this module. Normal
-//! builds wrap `std`, `parking_lot`, `flume` and `dashmap`. Builds with `--cfg loom`
-//! get stand-ins built from loom's primitives with the same method names, so the
-//! routing code above this module is the same code under the model checker (loom
-//! cannot see inside flume or dashmap).
+//! Every primitive the crate uses — atomics, `Arc`, locks, the mailbox and command
+//! queues, the concurrent map, thread spawning and the clock — comes from this
+//! module. Normal builds wrap `std`, `parking_lot`, `flume`, `crossbeam-channel`
+//! and `dashmap`. Builds with `--cfg loom` get stand-ins built from loom's
+//! primitives with the same method names, so the routing code above this module is
+//! the same code under the model checker (loom cannot see inside flume,
+//! crossbeam-channel or dashmap).
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -285,16 +286,28 @@ pub(crate) mod thread {
     }
 }
 
-/// Bounded and unbounded MPMC queues: the actor mailbox and the shard command queue.
+/// The actor mailbox: a bounded MPMC queue with an async receive (flume).
 #[cfg(not(loom))]
 pub(crate) mod chan {
-    pub(crate) use flume::{
-        bounded, unbounded, Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError,
-    };
+    pub(crate) use flume::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 }
 
 #[cfg(loom)]
 pub(crate) mod chan;
+
+/// The shard command queue: unbounded, many producers, one thread receiving.
+/// crossbeam-channel, which measured faster than flume for this shape (see
+/// `benches/queue.rs` and BENCHMARKS.md). Under loom it is the same stand-in as
+/// the mailbox.
+#[cfg(not(loom))]
+pub(crate) mod queue {
+    pub(crate) use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, SendError, Sender};
+}
+
+#[cfg(loom)]
+pub(crate) mod queue {
+    pub(crate) use super::chan::{unbounded, Receiver, RecvTimeoutError, SendError, Sender};
+}
 
 /// The concurrent map used for actor-table partitions and the channel table.
 #[cfg(not(loom))]

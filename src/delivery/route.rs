@@ -5,7 +5,7 @@ use crate::error::{SendError, SendErrorKind};
 use crate::inbox::{Cmd, ShardHandle};
 use crate::message::ActorMessage;
 use crate::metrics::Counters;
-use crate::sync::{chan, Arc};
+use crate::sync::{queue, Arc};
 use crate::table::{Attempt, Entry};
 
 use super::Refusal;
@@ -75,7 +75,7 @@ pub(crate) fn route(
     }
     // The only command posted here is a `Deliver`, so that is all a failed post
     // can hand back.
-    if let Err(chan::SendError(Cmd::Deliver { msg, .. })) =
+    if let Err(queue::SendError(Cmd::Deliver { msg, .. })) =
         shard.cmd.send(Cmd::Deliver { entry: Arc::clone(entry), msg })
     {
         shared.load.unadmit(flow);
