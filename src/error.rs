@@ -329,6 +329,35 @@ impl fmt::Display for UnregisterError {
 
 impl std::error::Error for UnregisterError {}
 
+/// Why a hot-reload call ([`Router::suspend`](crate::Router::suspend),
+/// [`resume`](crate::Router::resume),
+/// [`replace_mailbox`](crate::Router::replace_mailbox)) failed. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// No actor is registered under this id.
+    ActorNotFound(ActorId),
+    /// The new mailbox's receiving half was already dropped.
+    MailboxClosed,
+    /// The actor's shard failed: it can hold or move nothing.
+    ShardFailed,
+    /// The router has shut down.
+    Shutdown,
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ActorNotFound(id) => write!(f, "actor {id} is not registered"),
+            Self::MailboxClosed => f.write_str("the new mailbox's receiving half was dropped"),
+            Self::ShardFailed => f.write_str("the actor's shard failed"),
+            Self::Shutdown => f.write_str("the router has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
 /// Why a channel could not be opened or closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -28,6 +28,13 @@ pub(crate) enum Cmd {
     /// The actor was removed from the table; clean up what the shard holds for it.
     /// What was parked for it becomes dead letters with this reason.
     Unregistered(Arc<Entry>, DeadLetterReason),
+    /// The actor was suspended: hold its queue (see `delivery`, invariant 7).
+    Suspend(Arc<Entry>),
+    /// The actor was resumed: drain its queue again.
+    Resume(Arc<Entry>),
+    /// The actor's mailbox was replaced: move what the old one holds ahead of
+    /// the new one's (see `delivery`, invariant 8).
+    Replace { old: Arc<Entry>, new: Arc<Entry> },
     /// A deadline earlier than the shard's planned wake-up was filed.
     Wake,
     /// A barrier: dropping the token (after everything queued before it) releases it.

@@ -72,6 +72,7 @@ mod channel_api;
 pub mod compat;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;
+mod reload;
 mod router;
 mod send_api;
 // Routing: the core every call goes through, and the channel table.
@@ -100,8 +101,8 @@ mod tests;
 pub use builder::{OverflowPolicy, RouterBuilder};
 pub use channel_api::{OpenFuture, OpenedChannel};
 pub use error::{
-    BuildError, ChannelError, Disconnected, OpenFailed, RegisterError, RequestError, RequestFailed,
-    SendError, SendErrorKind, TryRecvError, UnregisterError,
+    BuildError, ChannelError, Disconnected, OpenFailed, RegisterError, ReloadError, RequestError,
+    RequestFailed, SendError, SendErrorKind, TryRecvError, UnregisterError,
 };
 pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
 pub use mailbox::{mailbox, Mailbox, MailboxSender};

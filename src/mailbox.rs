@@ -29,12 +29,16 @@ pub fn mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
     let capacity = capacity.max(1);
     let (tx, rx) = chan::bounded(capacity);
     let state = Arc::new(MailboxState::new(capacity));
-    (MailboxSender { tx, state: Arc::clone(&state) }, Mailbox { rx, state })
+    let sender = MailboxSender { tx, rx: rx.clone(), state: Arc::clone(&state) };
+    (sender, Mailbox { rx, state })
 }
 
 /// The sending half of a mailbox, consumed by registration.
 pub struct MailboxSender {
     pub(crate) tx: chan::Sender<ActorMessage>,
+    /// Kept by the router, only to move what is left in the mailbox when it is
+    /// replaced (`Router::replace_mailbox`).
+    pub(crate) rx: chan::Receiver<ActorMessage>,
     pub(crate) state: Arc<MailboxState>,
 }
 
@@ -160,6 +164,11 @@ impl Drop for Mailbox {
         }
         if let Some((who, router)) = self.state.registered_as() {
             router.mailbox_dropped(who, &self.state);
+        }
+        // A replaced mailbox's messages are the replacement's: the shard moves
+        // them.
+        if self.state.is_replaced() {
+            return;
         }
         // Nobody can take what is still queued: let it go now, so that requests
         // in it resolve at once (with the reason the registration ended) rather

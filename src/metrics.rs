@@ -56,6 +56,7 @@ pub(crate) struct Counters {
     pub(crate) overflow_depth: AtomicUsize,
     pub(crate) callback_panics: AtomicU64,
     pub(crate) pending_timers: AtomicUsize,
+    pub(crate) moved: AtomicU64,
 }
 
 impl Counters {
@@ -74,6 +75,7 @@ impl Counters {
             registered_actors,
             callback_panics: self.callback_panics.load(Ordering::Relaxed),
             pending_timers: self.pending_timers.load(Ordering::Relaxed),
+            moved: self.moved.load(Ordering::Relaxed),
             failed,
         }
     }
@@ -105,6 +107,11 @@ pub struct ShardMetrics {
     /// `true` once the shard thread has failed (see
     /// [`Router::is_degraded`](crate::Router::is_degraded)).
     pub failed: bool,
+    /// Messages taken out of a replaced mailbox to go to its replacement
+    /// ([`Router::replace_mailbox`](crate::Router::replace_mailbox)). Each was
+    /// counted as delivered when it reached the old mailbox and is counted again
+    /// as it reaches the new one.
+    pub moved: u64,
 }
 
 /// A snapshot of the channel table's counters.
@@ -146,6 +153,7 @@ impl RouterMetrics {
             sum.registered_actors += s.registered_actors;
             sum.callback_panics += s.callback_panics;
             sum.pending_timers += s.pending_timers;
+            sum.moved += s.moved;
             sum.failed |= s.failed;
         }
         sum

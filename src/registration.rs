@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::delivery::Flow;
 use crate::error::RequestError;
 use crate::ids::{ChannelId, Participant};
-use crate::sync::{random_state, Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{random_state, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// What a registration needs from the router it is registered with.
 pub(crate) trait Registrar: Send + Sync {
@@ -33,6 +33,9 @@ pub(crate) struct MailboxState {
     pub(crate) flow: Flow,
     /// Requests to this actor that have no outcome yet.
     pub(crate) outstanding: AtomicUsize,
+    /// Set on a replacement registration whose predecessors may still have
+    /// requests without an outcome (their slots name the old state).
+    inherited_requests: AtomicBool,
     /// Receiving halves ([`Mailbox`] clones) alive.
     receivers: AtomicUsize,
     /// The registration, set when it starts and when it ends. Answers to the
@@ -65,6 +68,9 @@ enum Link {
     Linked { who: Participant, router: Arc<dyn Registrar> },
     /// The registration ended; requests still unanswered resolve with this.
     Left(RequestError),
+    /// The mailbox was replaced (`Router::replace_mailbox`): the registration
+    /// goes on in `by`, which answers to the actor's requests follow.
+    Replaced { by: Arc<MailboxState> },
 }
 
 impl MailboxState {
@@ -72,6 +78,7 @@ impl MailboxState {
         Self {
             flow: Flow::new(),
             outstanding: AtomicUsize::new(0),
+            inherited_requests: AtomicBool::new(false),
             receivers: AtomicUsize::new(1),
             link: Mutex::new(Link::Unlinked),
             channels: Mutex::new(ChannelSet::default()),
@@ -106,6 +113,9 @@ impl MailboxState {
         match &*link {
             Link::Left(reason) => Err((*reason, arg)),
             Link::Unlinked | Link::Linked { .. } => Ok(f(arg)),
+            // Lock order: a replaced state, then its successor (never the
+            // other way round).
+            Link::Replaced { by } => by.while_registered(arg, f),
         }
     }
 
@@ -114,7 +124,64 @@ impl MailboxState {
         match &*self.link.lock() {
             Link::Left(reason) => Some(*reason),
             Link::Unlinked | Link::Linked { .. } => None,
+            Link::Replaced { by } => by.left(),
         }
+    }
+
+    /// `true` if `state` is this registration, or one that replaced it (and so
+    /// on): requests filed against this state belong to `state`'s actor.
+    pub(crate) fn is_or_became(self: &Arc<Self>, state: &Arc<Self>) -> bool {
+        let mut current = Arc::clone(self);
+        loop {
+            if Arc::ptr_eq(&current, state) {
+                return true;
+            }
+            let next = match &*current.link.lock() {
+                Link::Replaced { by } => Arc::clone(by),
+                Link::Unlinked | Link::Linked { .. } | Link::Left(_) => return false,
+            };
+            current = next;
+        }
+    }
+
+    /// `true` once this mailbox was replaced by another.
+    pub(crate) fn is_replaced(&self) -> bool {
+        matches!(*self.link.lock(), Link::Replaced { .. })
+    }
+
+    /// `true` if requests to this actor may lack an outcome: its own, or those of
+    /// the registrations it replaced.
+    pub(crate) fn may_have_requests(&self) -> bool {
+        self.outstanding.load(Ordering::SeqCst) > 0 || self.inherited_requests.load(Ordering::SeqCst)
+    }
+
+    /// Hands the registration over to `by`, which replaces this mailbox: the
+    /// channels it takes part in move to `by` (in their order), answers to its
+    /// requests are accepted while `by` is registered, and its receiving side no
+    /// longer speaks for the actor (dropping it unregisters nothing).
+    pub(crate) fn hand_over_to(&self, by: &Arc<Self>) {
+        let inherited = self.may_have_requests();
+        by.inherited_requests.fetch_or(inherited, Ordering::SeqCst);
+        {
+            let mut from = self.channels.lock();
+            let mut to = by.channels.lock();
+            let mut linked: Vec<(u64, ChannelId)> = from
+                .ids
+                .take()
+                .map(|ids| ids.into_iter().map(|(id, order)| (order, id)).collect())
+                .unwrap_or_default();
+            linked.sort_unstable_by_key(|&(order, _)| order);
+            from.closed = true;
+            for (_, channel) in linked {
+                let order = to.next;
+                to.next += 1;
+                to.ids
+                    .get_or_insert_with(|| Box::new(HashMap::with_hasher(random_state())))
+                    .insert(channel, order);
+            }
+        }
+        let old = std::mem::replace(&mut *self.link.lock(), Link::Replaced { by: Arc::clone(by) });
+        drop(old);
     }
 
     /// Receiving halves alive.
@@ -136,7 +203,7 @@ impl MailboxState {
     pub(crate) fn registered_as(&self) -> Option<(Participant, Arc<dyn Registrar>)> {
         match &*self.link.lock() {
             Link::Linked { who, router } => Some((*who, Arc::clone(router))),
-            Link::Unlinked | Link::Left(_) => None,
+            Link::Unlinked | Link::Left(_) | Link::Replaced { .. } => None,
         }
     }
 
@@ -146,7 +213,7 @@ impl MailboxState {
     pub(crate) fn post_drain(this: &Arc<Self>) -> bool {
         match &*this.link.lock() {
             Link::Linked { who, router } => router.post_drain(*who, this),
-            Link::Unlinked | Link::Left(_) => false,
+            Link::Unlinked | Link::Left(_) | Link::Replaced { .. } => false,
         }
     }
 
@@ -162,9 +229,18 @@ impl MailboxState {
         ids.insert(channel, order).is_none()
     }
 
+    /// Forgets `channel` (closed or settled), here or in the registration that
+    /// replaced this one, where it moved.
     pub(crate) fn unlink_channel(&self, channel: ChannelId) {
         if let Some(ids) = &mut self.channels.lock().ids {
             ids.remove(&channel);
+        }
+        let successor = match &*self.link.lock() {
+            Link::Replaced { by } => Some(Arc::clone(by)),
+            Link::Unlinked | Link::Linked { .. } | Link::Left(_) => None,
+        };
+        if let Some(by) = successor {
+            by.unlink_channel(channel);
         }
     }
 
@@ -190,7 +266,7 @@ impl MailboxState {
     pub(crate) fn unlink(&self, reason: RequestError) {
         let old = {
             let mut link = self.link.lock();
-            if matches!(*link, Link::Left(_)) {
+            if matches!(*link, Link::Left(_) | Link::Replaced { .. }) {
                 return;
             }
             std::mem::replace(&mut *link, Link::Left(reason))

@@ -17,6 +17,15 @@ use crate::registration::{MailboxState, Registrar};
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
 use crate::table::Entry;
 
+/// Why a suspend, resume or replace did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Halt {
+    NotFound,
+    MailboxClosed,
+    ShardFailed,
+    Shutdown,
+}
+
 /// Where a sender waiting for room is registered (see [`Inner::route_or_wait`]).
 #[derive(Default)]
 pub(crate) struct Waiting {
@@ -172,7 +181,7 @@ impl Inner {
         // Linked before the insert: once sends can reach the mailbox, its
         // receiver must be able to tell the shard that room appeared.
         state.link(who, registrar(this));
-        let entry = Arc::new(Entry { id: who, tx: mailbox.tx, state: mailbox.state });
+        let entry = Arc::new(Entry::new(who, mailbox));
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
             state.reset_link();
@@ -226,10 +235,129 @@ impl Inner {
         }
         // Table readers are done with the entry (the removal took the write lock),
         // so these counts can only fall from here.
-        if state.flow.has_in_flight() || state.outstanding.load(Ordering::SeqCst) > 0 {
+        if state.flow.has_in_flight() || state.may_have_requests() {
             let _ = shard.cmd.send(Cmd::Unregistered(entry, reason));
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
+        Ok(())
+    }
+
+    /// Why a participant was not found: shutdown empties the tables.
+    fn not_found(&self) -> Halt {
+        if self.is_closed() {
+            Halt::Shutdown
+        } else {
+            Halt::NotFound
+        }
+    }
+
+    /// Suspends `who` (see `delivery`, invariant 7). `Ok(false)`: it already was.
+    pub(crate) fn suspend(&self, who: Participant) -> Result<bool, Halt> {
+        let shard = self.shard(&who);
+        shard
+            .shared
+            .table
+            .with_mut(&who, |entry| {
+                // Under the write lock: no put into the mailbox is in progress,
+                // and every later one sees the flag.
+                if self.is_closed() {
+                    return Err(Halt::Shutdown);
+                }
+                if shard.shared.is_failed() {
+                    return Err(Halt::ShardFailed);
+                }
+                if !entry.state.flow.suspend() {
+                    return Ok(false);
+                }
+                // Posted under the lock: ahead of any message sent after it.
+                if shard.cmd.send(Cmd::Suspend(Arc::clone(entry))).is_err() {
+                    entry.state.flow.resume();
+                    return Err(if shard.shared.is_failed() { Halt::ShardFailed } else { Halt::Shutdown });
+                }
+                Ok(true)
+            })
+            .unwrap_or_else(|| Err(self.not_found()))
+    }
+
+    /// Resumes `who`: the shard delivers what it held, in order, then sends
+    /// flow as before. `Ok(false)`: it was not suspended.
+    pub(crate) fn resume(&self, who: Participant) -> Result<bool, Halt> {
+        let shard = self.shard(&who);
+        shard
+            .shared
+            .table
+            .with_mut(&who, |entry| {
+                if self.is_closed() {
+                    return Err(Halt::Shutdown);
+                }
+                if !entry.state.flow.resume() {
+                    return Ok(false);
+                }
+                // A failed shard holds nothing any more (it let go of its queues).
+                let _ = shard.cmd.send(Cmd::Resume(Arc::clone(entry)));
+                Ok(true)
+            })
+            .unwrap_or_else(|| Err(self.not_found()))
+    }
+
+    /// Makes `mailbox` the mailbox of `who` (see `delivery`, invariant 8): the
+    /// registration goes on — channels, requests, suspension — and the shard
+    /// moves what the old mailbox still holds, then what is parked, ahead of
+    /// anything sent from now on.
+    pub(crate) fn replace(this: &Arc<Self>, who: Participant, mailbox: MailboxSender) -> Result<(), Halt> {
+        if this.is_closed() {
+            return Err(Halt::Shutdown);
+        }
+        if mailbox.state.receivers() == 0 {
+            return Err(Halt::MailboxClosed);
+        }
+        let shard = this.shard(&who);
+        let state = Arc::clone(&mailbox.state);
+        // Linked before the swap, as at registration: once sends can reach the
+        // mailbox, its receiver must be able to tell the shard of room.
+        state.link(who, registrar(this));
+        let new = Arc::new(Entry::new(who, mailbox));
+        let swapped = shard
+            .shared
+            .table
+            .with_mut(&who, |slot| {
+                if this.is_closed() {
+                    return Err(Halt::Shutdown);
+                }
+                if shard.shared.is_failed() {
+                    return Err(Halt::ShardFailed);
+                }
+                let old = Arc::clone(slot);
+                // Every send to the new entry goes through the shard until the
+                // move is over; the old one's suspension carries over.
+                new.state.flow.begin_move(old.state.flow.is_suspended());
+                // Before the swap: the shard, finding `old` no longer in the
+                // table, must know to keep its messages for the move.
+                old.set_replaced(true);
+                *slot = Arc::clone(&new);
+                // Posted under the lock: ahead of any message sent to `new`.
+                let replace = Cmd::Replace { old: Arc::clone(&old), new: Arc::clone(&new) };
+                if shard.cmd.send(replace).is_err() {
+                    old.set_replaced(false);
+                    *slot = old;
+                    return Err(Halt::ShardFailed);
+                }
+                old.state.hand_over_to(&new.state);
+                // Senders waiting on the old flow try again, on the new entry.
+                old.state.flow.wake_waiters();
+                Ok(())
+            })
+            .unwrap_or_else(|| Err(this.not_found()));
+        if let Err(halt) = swapped {
+            state.reset_link();
+            return Err(halt);
+        }
+        tracing::debug!(participant = %who, shard = shard.shared.index, "mailbox replaced");
+        // The new mailbox's last receiver went away during the swap: its drop
+        // found nothing to unregister, so end the registration here.
+        if state.receivers() == 0 {
+            this.mailbox_dropped(who, &state);
+        }
         Ok(())
     }
 

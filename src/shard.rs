@@ -146,6 +146,9 @@ impl Shard {
                 self.overflow.drain(Arc::as_ptr(&state) as usize);
             }
             Cmd::Unregistered(entry, reason) => self.unregistered(&entry, reason),
+            Cmd::Suspend(entry) => self.overflow.suspend(entry),
+            Cmd::Resume(entry) => self.overflow.resume(&entry),
+            Cmd::Replace { old, new } => self.overflow.replace(&old, new),
             Cmd::Wake => self.sweep(),
             Cmd::Flush(token) => {
                 // A barrier also settles the timer bookkeeping, so that what it
@@ -186,6 +189,11 @@ impl Shard {
                     self.overflow.undeliverable(&entry, msg, DeadLetterReason::ShardFailed);
                 }
                 Cmd::Drain(state) => state.flow.drain_taken(),
+                // The move still happens (into the new mailbox while it has
+                // room; what is left is dead-lettered when the shard stops), so
+                // that the replacement's flow leaves its moving state.
+                Cmd::Replace { old, new } => self.overflow.replace(&old, new),
+                Cmd::Suspend(_) | Cmd::Resume(_) => {}
                 Cmd::Shutdown => return,
                 Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) => {}
                 #[cfg(test)]
@@ -304,7 +312,14 @@ impl Shard {
                 Cmd::Deliver { entry, msg } => {
                     self.overflow.undeliverable(&entry, msg, DeadLetterReason::Shutdown);
                 }
-                Cmd::Drain(_) | Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) | Cmd::Shutdown => {}
+                Cmd::Drain(_)
+                | Cmd::Unregistered(..)
+                | Cmd::Suspend(_)
+                | Cmd::Resume(_)
+                | Cmd::Replace { .. }
+                | Cmd::Wake
+                | Cmd::Flush(_)
+                | Cmd::Shutdown => {}
                 #[cfg(test)]
                 Cmd::Crash => {}
             }

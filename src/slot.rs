@@ -55,8 +55,10 @@ impl<T> ReplySlot<T> {
         self.done.load(Ordering::Acquire)
     }
 
+    /// `true` if this slot's request is to the registration `state` (or to one
+    /// that `state` replaced).
     pub(crate) fn targets(&self, state: &Arc<MailboxState>) -> bool {
-        self.target.as_ref().is_some_and(|t| Arc::ptr_eq(t, state))
+        self.target.as_ref().is_some_and(|t| t.is_or_became(state))
     }
 
     /// `true` once the target's registration has ended (answers are refused).

@@ -50,6 +50,22 @@
 //!    receiver that finds messages in flight leaves the wake-up to the settles
 //!    that will lower the count, so a refused admission never raises it, and
 //!    an admission undone wakes those it may have kept out.
+//! 7. **Suspension holds.** A suspended actor's flow has the `SUSPENDED` flag
+//!    set (under the table's write lock, so no put is in progress), which keeps
+//!    every sender off the fast path; the shard, told by a `Suspend` command
+//!    posted under the same lock (so before any message sent after it), holds
+//!    the actor's queue: messages are parked and counted against the bound but
+//!    not delivered. `Resume` clears the flag and lets the shard drain the queue
+//!    in order; later sends queue behind what was held.
+//! 8. **A replaced mailbox moves whole.** `replace_mailbox` swaps the table
+//!    entry under its write lock, after marking the new flow `MOVING` (so every
+//!    send goes through the shard), and posts `Replace` under the same lock.
+//!    Messages for the old entry that reach the shard before `Replace` are
+//!    queued, not delivered; at `Replace` the shard takes what is still in the
+//!    old mailbox, then the old queue, puts them at the head of the new queue,
+//!    counts them in flight there, and clears `MOVING`. Order is kept: the old
+//!    mailbox's messages are older than the old queue's, which are older than
+//!    anything sent to the new entry.
 
 pub(crate) mod overflow;
 pub(crate) mod route;
@@ -59,9 +75,20 @@ use std::task::Waker;
 use crate::fence;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
 
+/// Set in [`Flow::in_flight`] while the actor is suspended: its messages are held
+/// at the shard (invariant 7).
+const SUSPENDED: usize = 1 << (usize::BITS - 1);
+/// Set in [`Flow::in_flight`] of a replacement registration until the shard has
+/// moved the old mailbox's messages ahead of it (invariant 8).
+const MOVING: usize = 1 << (usize::BITS - 2);
+/// The part of [`Flow::in_flight`] that counts messages.
+const COUNT: usize = MOVING - 1;
+
 /// One actor's part in the protocol, kept in its registration's state.
 pub(crate) struct Flow {
-    /// Messages that took the slow path and are not settled yet (invariant 1).
+    /// Messages that took the slow path and are not settled yet (invariant 1),
+    /// in the low bits; the [`SUSPENDED`] and [`MOVING`] flags in the high ones,
+    /// so that one load decides the fast path.
     in_flight: AtomicUsize,
     /// Set while a `Drain` notice is queued to the shard (invariant 4).
     drain_signaled: AtomicBool,
@@ -79,12 +106,14 @@ impl Flow {
         }
     }
 
-    /// `true` if a sender may put straight into the mailbox (invariant 2).
+    /// `true` if a sender may put straight into the mailbox (invariant 2):
+    /// nothing in flight, not suspended, not being moved.
     pub(crate) fn direct(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
     }
 
-    /// `true` while messages of the actor are at its shard.
+    /// `true` while messages of the actor are at its shard (or it is suspended
+    /// or being moved: then the shard decides when the mailbox gets more).
     pub(crate) fn has_in_flight(&self) -> bool {
         !self.direct()
     }
@@ -98,9 +127,9 @@ impl Flow {
     fn admit(&self, bound: usize) -> bool {
         let mut n = self.in_flight.load(Ordering::SeqCst);
         loop {
-            if n >= bound {
+            if n & COUNT >= bound {
                 n = self.in_flight.fetch_add(0, Ordering::SeqCst);
-                if n >= bound {
+                if n & COUNT >= bound {
                     return false;
                 }
             }
@@ -115,8 +144,46 @@ impl Flow {
     /// If the count stood at `bound` meanwhile, senders refused for it are
     /// woken to try again.
     fn unadmit(&self, bound: usize) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) >= bound {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) & COUNT >= bound {
             self.waiters.wake_all();
+        }
+    }
+
+    /// Suspends the actor (invariant 7); `false` if it already was.
+    pub(crate) fn suspend(&self) -> bool {
+        self.in_flight.fetch_or(SUSPENDED, Ordering::SeqCst) & SUSPENDED == 0
+    }
+
+    /// Ends a suspension; `false` if the actor was not suspended.
+    pub(crate) fn resume(&self) -> bool {
+        self.in_flight.fetch_and(!SUSPENDED, Ordering::SeqCst) & SUSPENDED != 0
+    }
+
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) & SUSPENDED != 0
+    }
+
+    /// Marks a replacement registration as being moved into (invariant 8),
+    /// suspended if the one it replaces was. Called before anyone can send to it.
+    pub(crate) fn begin_move(&self, suspended: bool) {
+        let flags = if suspended { MOVING | SUSPENDED } else { MOVING };
+        self.in_flight.fetch_or(flags, Ordering::SeqCst);
+    }
+
+    /// The shard moved `count` messages to this flow (the replaced mailbox's
+    /// leftovers and parked messages): they count as in flight here, and the
+    /// move is over. Senders waiting on it try again.
+    pub(crate) fn end_move(&self, count: usize) {
+        self.in_flight.fetch_add(count, Ordering::SeqCst);
+        self.in_flight.fetch_and(!MOVING, Ordering::SeqCst);
+        self.waiters.wake_all();
+    }
+
+    /// `count` parked messages were moved to another flow (see
+    /// [`end_move`](Self::end_move)): they no longer count here.
+    pub(crate) fn moved_away(&self, count: usize) {
+        if count > 0 {
+            self.in_flight.fetch_sub(count, Ordering::SeqCst);
         }
     }
 
@@ -208,6 +275,14 @@ impl ShardLoad {
         self.parked.fetch_sub(1, Ordering::SeqCst);
         flow.unadmit(0);
         self.waiters.wake_all();
+    }
+
+    /// `count` messages became parked at the shard without a sender's admission:
+    /// the leftovers of a replaced mailbox (invariant 8).
+    pub(crate) fn add_parked(&self, count: usize) {
+        if count > 0 {
+            self.parked.fetch_add(count, Ordering::SeqCst);
+        }
     }
 
     /// One message of the actor whose flow is `flow` is settled: it is no longer

@@ -18,6 +18,10 @@ use crate::table::{Attempt, Entry};
 struct Queue {
     entry: Arc<Entry>,
     messages: VecDeque<ActorMessage>,
+    /// Not drained: the actor is suspended (invariant 7), or its mailbox was
+    /// replaced and the queue waits to be moved (invariant 8). A held queue is
+    /// kept even when empty.
+    held: bool,
 }
 
 /// A shard's overflow queues, keyed by registration ([`Entry::key`]).
@@ -48,11 +52,12 @@ impl Overflow {
             Ok(Attempt::Delivered) => self.delivered(&entry),
             Ok(Attempt::Full(msg)) => {
                 tracing::debug!(actor = %entry.id, shard = self.shared.index, "mailbox full: parking messages");
-                self.queues.insert(key, Queue { entry, messages: VecDeque::from([msg]) });
-                self.depth += 1;
-                self.publish_depth();
+                self.park(entry, msg, false);
             }
             Ok(Attempt::Closed(msg)) => self.undeliverable(&entry, msg, DeadLetterReason::MailboxClosed),
+            // Sent to a mailbox that has just been replaced: it waits for the
+            // `Replace` behind it, which moves it to the new mailbox.
+            Err(msg) if entry.is_replaced() => self.park(entry, msg, true),
             Err(msg) => {
                 let reason = self.gone_reason();
                 self.undeliverable(&entry, msg, reason);
@@ -60,10 +65,71 @@ impl Overflow {
         }
     }
 
+    /// Starts a queue for `entry` with `msg`.
+    fn park(&mut self, entry: Arc<Entry>, msg: ActorMessage, held: bool) {
+        self.queues.insert(entry.key(), Queue { entry, messages: VecDeque::from([msg]), held });
+        self.depth += 1;
+        self.publish_depth();
+    }
+
+    /// The actor of `entry` is suspended: its queue is held (invariant 7).
+    pub(crate) fn suspend(&mut self, entry: Arc<Entry>) {
+        let key = entry.key();
+        self.queues
+            .entry(key)
+            .or_insert_with(|| Queue { entry, messages: VecDeque::new(), held: false })
+            .held = true;
+    }
+
+    /// The actor of `entry` is resumed: its queue drains again, in order.
+    pub(crate) fn resume(&mut self, entry: &Entry) {
+        let key = entry.key();
+        if let Some(queue) = self.queues.get_mut(&key) {
+            queue.held = false;
+            self.drain(key);
+        }
+    }
+
+    /// The mailbox of `old` was replaced by that of `new` (invariant 8): what
+    /// is left in the old mailbox, then the old queue, go to the head of the new
+    /// queue, and the move is over.
+    pub(crate) fn replace(&mut self, old: &Entry, new: Arc<Entry>) {
+        let mut messages = VecDeque::new();
+        while let Ok(msg) = old.rx.try_recv() {
+            messages.push_back(msg);
+        }
+        let from_mailbox = messages.len();
+        let mut from_queue = 0;
+        if let Some(queue) = self.queues.remove(&old.key()) {
+            from_queue = queue.messages.len();
+            messages.extend(queue.messages);
+        }
+        self.shared.load.add_parked(from_mailbox);
+        self.shared.counters.moved.fetch_add(from_mailbox as u64, Ordering::Relaxed);
+        old.state.flow.moved_away(from_queue);
+        self.depth += from_mailbox;
+        let moved = messages.len();
+        let key = new.key();
+        let mut held = new.state.flow.is_suspended();
+        if let Some(queue) = self.queues.remove(&key) {
+            held |= queue.held;
+            messages.extend(queue.messages);
+        }
+        tracing::debug!(actor = %new.id, shard = self.shared.index, moved, "mailbox replaced");
+        self.queues.insert(key, Queue { entry: Arc::clone(&new), messages, held });
+        new.state.flow.end_move(moved);
+        self.drain(key);
+    }
+
     /// Moves the parked messages of registration `key` into its mailbox until it
     /// is full again (a `Drain` notice, or a new message behind them).
     pub(crate) fn drain(&mut self, key: usize) {
         let Some(mut queue) = self.queues.remove(&key) else { return };
+        if queue.held {
+            self.queues.insert(key, queue);
+            self.publish_depth();
+            return;
+        }
         let mut stopped = None;
         while let Some(msg) = queue.messages.pop_front() {
             match self.attempt(&queue.entry, msg) {
@@ -82,14 +148,18 @@ impl Overflow {
                 }
                 Err(msg) => {
                     queue.messages.push_front(msg);
-                    stopped = Some(self.gone_reason());
+                    if queue.entry.is_replaced() {
+                        queue.held = true;
+                    } else {
+                        stopped = Some(self.gone_reason());
+                    }
                     break;
                 }
             }
         }
         match stopped {
             Some(reason) => self.discard(queue, reason),
-            None if queue.messages.is_empty() => {}
+            None if queue.messages.is_empty() && !queue.held => {}
             None => {
                 self.queues.insert(key, queue);
             }
