@@ -130,8 +130,8 @@ impl MailboxState {
 
     /// `true` if `state` is this registration, or one that replaced it (and so
     /// on): requests filed against this state belong to `state`'s actor.
-    pub(crate) fn is_or_became(self: &Arc<Self>, state: &Arc<Self>) -> bool {
-        let mut current = Arc::clone(self);
+    pub(crate) fn is_or_became(this: &Arc<Self>, state: &Arc<Self>) -> bool {
+        let mut current = Arc::clone(this);
         loop {
             if Arc::ptr_eq(&current, state) {
                 return true;

@@ -63,6 +63,9 @@ impl Router {
     /// their order; the old [`Mailbox`](crate::Mailbox) reports `Disconnected`
     /// once empty, and dropping it unregisters nothing.
     ///
+    /// Moved messages wait at the shard until the new mailbox has room, and
+    /// count against the overflow bound meanwhile, as parked messages do.
+    ///
     /// The old instance should have stopped taking messages (suspend first):
     /// what it still takes meanwhile is delivered to it, and only the rest
     /// moves.

@@ -58,7 +58,7 @@ impl<T> ReplySlot<T> {
     /// `true` if this slot's request is to the registration `state` (or to one
     /// that `state` replaced).
     pub(crate) fn targets(&self, state: &Arc<MailboxState>) -> bool {
-        self.target.as_ref().is_some_and(|t| t.is_or_became(state))
+        self.target.as_ref().is_some_and(|t| MailboxState::is_or_became(t, state))
     }
 
     /// `true` once the target's registration has ended (answers are refused).

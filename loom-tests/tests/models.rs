@@ -31,6 +31,8 @@
 //! | 15 | panicking dead-letter sink / overflow sends | the shard keeps working, the panic is counted |
 //! | 16a, 16b | a sender waiting for room (`blocking_send`) / consumer (park, reject) | woken, delivered once, in order |
 //! | 16c | a sender waiting for room / unregister | the wait ends with `ActorNotFound` |
+//! | 17 | `replace_mailbox` / a fast-path send / overflow sends | every message moves or arrives once, in order |
+//! | 18 | `suspend` + `resume` / consumer / sender | held messages are released, once, in order |
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
 //! (see `.ci/loom` at the repository root). Each model explores every
@@ -1142,6 +1144,81 @@ fn waiting_send_vs_unregister() {
         let err = sender.join().unwrap().expect_err("the actor left");
         assert_eq!(err.kind(), SendErrorKind::ActorNotFound);
         assert_eq!(err.into_inner(), b"2");
+        router.shutdown();
+    });
+}
+
+/// Model 17: `replace_mailbox` racing a send that may take the fast path and two
+/// that may go through the overflow queue (the mailboxes hold one message). The
+/// new mailbox gets every message once, each sender's in order; the old one is
+/// left empty and disconnected. A message kept back by the move (a lost `Drain`,
+/// a queue never released) is a deadlock loom reports.
+#[test]
+fn replace_vs_fast_and_overflow_sends() {
+    check("17 replace_vs_fast_and_overflow_sends", Depth::Base, || {
+        // Moved messages count against the bound until delivered: room for all three.
+        let router = router(3);
+        let (target, old) = (id(1), registered(&router, id(1)));
+
+        let fast = {
+            let router = router.clone();
+            thread::spawn(move || router.try_send(target, b"f".to_vec()).expect("accepted"))
+        };
+        let overflow = {
+            let router = router.clone();
+            thread::spawn(move || {
+                router.try_send(target, b"o1".to_vec()).expect("accepted");
+                router.try_send(target, b"o2".to_vec()).expect("accepted");
+            })
+        };
+        let (tx, new) = router.mailbox();
+        router.replace_mailbox(target, tx).expect("replaced");
+        let mut got: Vec<Vec<u8>> = (0..3).map(|_| new.recv().expect("message").data().to_vec()).collect();
+        fast.join().unwrap();
+        overflow.join().unwrap();
+        router.flush();
+        let pos = |m: &[u8]| got.iter().position(|g| g == m).expect("delivered to the new mailbox");
+        assert!(pos(b"o1") < pos(b"o2"), "per-pair FIFO across the move: {got:?}");
+        got.sort();
+        assert_eq!(got, [b"f".to_vec(), b"o1".to_vec(), b"o2".to_vec()], "exactly once");
+        assert_eq!(old.try_recv().unwrap_err(), TryRecvError::Disconnected, "the old mailbox was emptied");
+        assert!(take_waiting(&new).is_empty());
+        assert_eq!(dead_letters(&router), 0);
+        router.shutdown();
+    });
+}
+
+/// Model 18: suspend and resume racing the consumer and a sender. The mailbox
+/// (capacity 1) starts with `0`; messages sent around the suspension are held
+/// or delivered, and after the resume everything arrives once, in order. A held
+/// queue never released, or a `Drain` lost across the resume, is a deadlock loom
+/// reports.
+#[test]
+fn suspend_resume_vs_consumer() {
+    check("18 suspend_resume_vs_consumer", Depth::Base, || {
+        let router = router(4);
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+        router.try_send(target, b"0".to_vec()).unwrap();
+
+        let consumer = thread::spawn(move || {
+            let got: Vec<Vec<u8>> = (0..3).map(|_| mailbox.recv().expect("message").data().to_vec()).collect();
+            (got, mailbox)
+        });
+        let sender = {
+            let router = router.clone();
+            thread::spawn(move || {
+                router.try_send(target, b"1".to_vec()).expect("accepted");
+                router.try_send(target, b"2".to_vec()).expect("accepted");
+            })
+        };
+        router.suspend(target).expect("suspended");
+        router.resume(target).expect("resumed");
+        sender.join().unwrap();
+        let (got, mailbox) = consumer.join().unwrap();
+        assert_eq!(got, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+        router.flush();
+        assert!(take_waiting(&mailbox).is_empty());
+        assert_eq!(router.metrics().total().overflow_depth, 0);
         router.shutdown();
     });
 }

@@ -63,7 +63,8 @@
 //!    Messages for the old entry that reach the shard before `Replace` are
 //!    queued, not delivered; at `Replace` the shard takes what is still in the
 //!    old mailbox, then the old queue, puts them at the head of the new queue,
-//!    counts them in flight there, and clears `MOVING`. Order is kept: the old
+//!    counts them in flight there (against the bound, as any parked message),
+//!    and clears `MOVING`. Order is kept: the old
 //!    mailbox's messages are older than the old queue's, which are older than
 //!    anything sent to the new entry.
 
