@@ -29,11 +29,22 @@ pub struct DemoArgs {
     /// Register + unregister pairs in the churn phase.
     #[arg(long, default_value_t = 200_000)]
     pub churn: u64,
+    /// Hot swaps of one actor's instance in the reload phase.
+    #[arg(long, default_value_t = 200)]
+    pub swaps: usize,
 }
 
 impl Default for DemoArgs {
     fn default() -> Self {
-        Self { shards: None, actors: 100, producers: 2, messages: 500_000, requests: 20_000, churn: 200_000 }
+        Self {
+            shards: None,
+            actors: 100,
+            producers: 2,
+            messages: 500_000,
+            requests: 20_000,
+            churn: 200_000,
+            swaps: 200,
+        }
     }
 }
 
@@ -202,6 +213,14 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
         router.unregister(id)?;
     }
     println!("churn: {} register+unregister pairs: {}", args.churn, rate(args.churn, start.elapsed()));
+
+    // Hot reload: one actor's instance swapped under load.
+    let t = crate::reload_demo::run(&router, args.swaps, 4, 20_000)?;
+    println!(
+        "hot reload: {} swaps under {} messages from {} producers: {} lost, {} duplicated, {} reordered \
+         ({} message moves between mailboxes, {:.2?})",
+        t.swaps, t.sent, t.producers, t.lost, t.duplicated, t.reordered, t.moved, t.elapsed
+    );
 
     router.flush();
     let m = router.metrics().total();

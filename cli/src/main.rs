@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod gateway_cli;
+mod reload_demo;
 
 #[derive(Parser)]
 #[command(version, about = "Sharded, high-throughput message routing for actor runtimes")]
