@@ -59,6 +59,8 @@
 //!   [`Router::blocking_send`], [`Router::tell`], [`Router::request`],
 //!   [`Router::request_async`], [`Router::deliver`]).
 //! * Actors' side: [`Mailbox`], [`ActorMessage`], [`ReplyHandle`].
+//! * Hot reload: [`Router::suspend`], [`Router::replace_mailbox`],
+//!   [`Router::resume`].
 //! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`].
 //! * Moving from Theater's single-task router: [`compat`].
 //! * External clients over TCP: `gateway` (features `gateway` and `server`).
