@@ -375,6 +375,14 @@ impl Inner {
         }
         let mut drained = Vec::new();
         for shard in self.shards.iter() {
+            // Registrations end before their entries leave the table: a mailbox
+            // dropped meanwhile finds no entry to remove and lets its queue go,
+            // and the requests in it must resolve with `Shutdown`, not be
+            // answered `NoReply` by a registration that still looks alive.
+            let table = &shard.shared.table;
+            for who in table.keys_where(|_| true) {
+                let _ = table.with(&who, (), |entry, ()| entry.state.unlink(RequestError::Shutdown));
+            }
             for entry in shard.shared.table.drain() {
                 entry.state.unlink(RequestError::Shutdown);
                 entry.state.flow.wake_waiters();

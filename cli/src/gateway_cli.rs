@@ -1,5 +1,5 @@
 //! `sharded-router serve` and the gateway client verbs (`list`, `send`, `request`,
-//! `channel`).
+//! `channel`, `update`).
 //!
 //! Payloads on the command line are UTF-8 text. Answers are printed as text when
 //! they are valid UTF-8, and as hex otherwise.
@@ -18,10 +18,12 @@ use sharded_router::gateway::{
 };
 use sharded_router::{ActorId, ActorMessage, Mailbox, Router};
 
+use crate::greeter::Greeter;
+
 #[derive(Subcommand, Debug)]
 pub enum GatewayCommand {
-    /// Run a router with demo actors (echo, counter, channel-echo) behind the
-    /// management gateway, until interrupted.
+    /// Run a router with demo actors (echo, counter, channel-echo, greeter) behind
+    /// the management gateway, until interrupted.
     Serve(ServeArgs),
     /// List the actors of a running gateway.
     List(ConnectArgs),
@@ -32,6 +34,17 @@ pub enum GatewayCommand {
     /// Open a channel to an actor: stdin lines go out on it, incoming messages are
     /// printed. End of input closes the channel.
     Channel(ChannelArgs),
+    /// Update an actor to the server's next version of it (the demo's `greeter`
+    /// goes from v1 to v2), with no message lost.
+    Update(UpdateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub conn: ConnectArgs,
+    /// The actor: its id, or its name as shown by `list`.
+    pub actor: String,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +113,7 @@ pub fn run(command: GatewayCommand) -> Result<(), Box<dyn Error>> {
             GatewayCommand::Send(args) => send(args).await,
             GatewayCommand::Request(args) => request(args).await,
             GatewayCommand::Channel(args) => channel(args).await,
+            GatewayCommand::Update(args) => update(args).await,
         }
     })
 }
@@ -122,8 +136,17 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         names.insert(id, name.to_owned());
         println!("{id}  {name}");
     }
+    let greeter = Greeter::start(&router)?;
+    names.insert(greeter.id(), "greeter".to_owned());
+    println!("{}  greeter", greeter.id());
     let names = Arc::new(names);
-    let session = SessionConfig::default().names(move |id| names.get(&id).cloned());
+    let session = SessionConfig::default().names(move |id| names.get(&id).cloned()).updater(move |id| {
+        if id == greeter.id() {
+            greeter.update()
+        } else {
+            Err("the server has no other version of this actor".to_owned())
+        }
+    });
     let config =
         ServerConfig::default().bind(args.bind).max_frame_length(args.max_frame_length).session(session);
     let server = Server::bind(router, config).await?;
@@ -266,4 +289,12 @@ async fn channel(args: ChannelArgs) -> Result<(), Box<dyn Error>> {
             },
         }
     }
+}
+
+async fn update(args: UpdateArgs) -> Result<(), Box<dyn Error>> {
+    let (client, _events) = connect(&args.conn).await?;
+    let id = resolve(&client, &args.actor).await?;
+    let version = client.update_actor(id).await?;
+    println!("{} now runs {version}", args.actor);
+    Ok(())
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod gateway_cli;
+mod greeter;
 mod reload_demo;
 
 #[derive(Parser)]

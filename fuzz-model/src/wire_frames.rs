@@ -567,6 +567,10 @@ impl Harness {
                 ];
                 assert_eq!(response, Response::ActorList { actors }, "{ctx}");
             }
+            // The harness's session has no updater: every update is refused.
+            Command::UpdateActor { .. } => {
+                assert_eq!(err(&response), Some(ErrorKind::UpdateFailed), "{ctx}");
+            }
             other => panic!("frame {index}: a command the harness does not know: {other:?}"),
         }
     }

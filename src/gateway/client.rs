@@ -279,6 +279,18 @@ impl Client {
         }
     }
 
+    /// Asks the server to update an actor to its next version; returns the
+    /// version it runs now.
+    ///
+    /// # Errors
+    /// [`ClientError::Remote`] (`UpdateFailed`, ...), or a connection error.
+    pub async fn update_actor(&self, id: ActorId) -> Result<String, ClientError> {
+        match self.call(Command::UpdateActor { id }).await? {
+            Response::ActorUpdated { version, .. } => Ok(version),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Lists the registered actors.
     ///
     /// # Errors

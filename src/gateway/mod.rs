@@ -42,4 +42,4 @@ pub use protocol::{
 };
 #[cfg(feature = "server")]
 pub use server::{frame_codec, Server, ServerConfig, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH};
-pub use session::{FrameReply, NameLookup, Pending, Session, SessionConfig};
+pub use session::{FrameReply, NameLookup, Pending, Session, SessionConfig, Updater};

@@ -88,6 +88,15 @@ pub enum Command {
     },
     /// Lists the registered actors. Answered by [`Response::ActorList`].
     ListActors,
+    /// Replaces the instance behind an actor with the server's next version of
+    /// it (suspend, swap the mailbox, resume: no message lost). Answered by
+    /// [`Response::ActorUpdated`], or `UpdateFailed` when the server has no new
+    /// version of that actor.
+    UpdateActor {
+        /// The actor.
+        #[serde(with = "id_text")]
+        id: ActorId,
+    },
 }
 
 impl Command {
@@ -101,13 +110,21 @@ impl Command {
             Self::SendOnChannel { .. } => "SendOnChannel",
             Self::CloseChannel { .. } => "CloseChannel",
             Self::ListActors => "ListActors",
+            Self::UpdateActor { .. } => "UpdateActor",
         }
     }
 }
 
 /// The names of every command, as they appear on the wire.
-pub const COMMAND_NAMES: [&str; 6] =
-    ["SendActorMessage", "RequestActorMessage", "OpenChannel", "SendOnChannel", "CloseChannel", "ListActors"];
+pub const COMMAND_NAMES: [&str; 7] = [
+    "SendActorMessage",
+    "RequestActorMessage",
+    "OpenChannel",
+    "SendOnChannel",
+    "CloseChannel",
+    "ListActors",
+    "UpdateActor",
+];
 
 /// One registered actor, as listed by [`Response::ActorList`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +184,14 @@ pub enum Response {
     ActorList {
         /// One entry per actor.
         actors: Vec<ActorInfo>,
+    },
+    /// The actor now runs its new version.
+    ActorUpdated {
+        /// The actor.
+        #[serde(with = "id_text")]
+        id: ActorId,
+        /// The version it runs now, as the server names it.
+        version: String,
     },
     /// The command failed, or a frame could not be understood.
     Error {
@@ -249,6 +274,9 @@ pub enum ErrorKind {
     ShardFailed,
     /// Something else went wrong on the server.
     Internal,
+    /// The server could not update the actor (it has no new version of it, or
+    /// the swap failed; the actor runs on as before).
+    UpdateFailed,
 }
 
 impl fmt::Display for ErrorKind {

@@ -27,6 +27,7 @@ fn commands_round_trip() {
         Command::SendOnChannel { channel_id, message: vec![0xfe] },
         Command::CloseChannel { channel_id },
         Command::ListActors,
+        Command::UpdateActor { id },
     ] {
         let json = encode(&ClientFrame { request_id: 9, command: command.clone() }).unwrap();
         let frame = decode_client_frame(&json).unwrap();

@@ -24,11 +24,18 @@ use crate::channel_api::OpenFuture;
 use crate::error::RegisterError;
 use crate::ids::{ActorId, ExternalId};
 use crate::mailbox::Mailbox;
-use crate::message::{ActorMessage, ResponseFuture};
+use crate::message::{reply_channel, ActorMessage, ReplyReceiver, ResponseFuture};
 use crate::router::Router;
 
 /// Looks up an actor's display name for [`Command::ListActors`].
 pub type NameLookup = Arc<dyn Fn(ActorId) -> Option<String> + Send + Sync>;
+
+/// Replaces the instance behind an actor with its next version, for
+/// [`Command::UpdateActor`]: the server's own code (it knows its actors), built
+/// on [`Router::suspend`], [`Router::replace_mailbox`] and [`Router::resume`].
+/// Returns the version now running, or why not. It may block (it waits for the
+/// old instance to stop); the session runs it on a thread of its own.
+pub type Updater = Arc<dyn Fn(ActorId) -> Result<String, String> + Send + Sync>;
 
 /// How a session behaves.
 #[derive(Clone)]
@@ -42,6 +49,9 @@ pub struct SessionConfig {
     pub open_timeout: Duration,
     /// Names shown by [`Command::ListActors`]. Default: none.
     pub names: Option<NameLookup>,
+    /// Runs [`Command::UpdateActor`]. Default: none (the command fails with
+    /// `UpdateFailed`).
+    pub updater: Option<Updater>,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +61,7 @@ impl Default for SessionConfig {
             max_request_timeout: Duration::from_secs(60),
             open_timeout: Duration::from_secs(5),
             names: None,
+            updater: None,
         }
     }
 }
@@ -60,6 +71,16 @@ impl SessionConfig {
     #[must_use]
     pub fn names(mut self, lookup: impl Fn(ActorId) -> Option<String> + Send + Sync + 'static) -> Self {
         self.names = Some(Arc::new(lookup));
+        self
+    }
+
+    /// Sets what runs [`Command::UpdateActor`].
+    #[must_use]
+    pub fn updater(
+        mut self,
+        update: impl Fn(ActorId) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.updater = Some(Arc::new(update));
         self
     }
 
@@ -92,6 +113,7 @@ impl fmt::Debug for SessionConfig {
             .field("max_request_timeout", &self.max_request_timeout)
             .field("open_timeout", &self.open_timeout)
             .field("names", &self.names.is_some())
+            .field("updater", &self.updater.is_some())
             .finish()
     }
 }
@@ -181,6 +203,10 @@ impl Session {
                 actors.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
                 ready(Response::ActorList { actors })
             }
+            Command::UpdateActor { id } => match &self.config.updater {
+                Some(update) => Pending(State::Update { id, answer: run_update(Arc::clone(update), id) }),
+                None => ready(Response::error(ErrorKind::UpdateFailed, "this server cannot update actors")),
+            },
         }
     }
 
@@ -309,8 +335,37 @@ pub struct Pending(State);
 
 enum State {
     Ready(Option<Response>),
-    Request { id: ActorId, future: ResponseFuture },
-    Open { actor_id: ActorId, future: OpenFuture },
+    Request {
+        id: ActorId,
+        future: ResponseFuture,
+    },
+    Open {
+        actor_id: ActorId,
+        future: OpenFuture,
+    },
+    /// An update running on its own thread; its outcome arrives through a reply
+    /// slot (`Ok`: the version, `Err`: why not, both as UTF-8).
+    Update {
+        id: ActorId,
+        answer: ReplyReceiver,
+    },
+}
+
+/// Runs `update` for `id` on a thread of its own; the receiver resolves with
+/// its outcome (`NoReply` if the thread could not start or panicked).
+fn run_update(update: Updater, id: ActorId) -> ReplyReceiver {
+    let (handle, answer) = reply_channel();
+    let spawned = std::thread::Builder::new().name("gateway-update".to_owned()).spawn(move || {
+        let outcome = match update(id) {
+            Ok(version) => [b"+".as_slice(), version.as_bytes()].concat(),
+            Err(why) => [b"-".as_slice(), why.as_bytes()].concat(),
+        };
+        let _ = handle.reply(outcome);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(actor = %id, error = %e, "gateway update: no thread to run it");
+    }
+    answer
 }
 
 impl Pending {
@@ -318,7 +373,7 @@ impl Pending {
     pub fn take_ready(&mut self) -> Option<Response> {
         match &mut self.0 {
             State::Ready(response) => response.take(),
-            State::Request { .. } | State::Open { .. } => None,
+            State::Request { .. } | State::Open { .. } | State::Update { .. } => None,
         }
     }
 }
@@ -345,6 +400,20 @@ impl Future for Pending {
                 },
                 Err(e) => Response::error(e.error().into(), format!("channel to {actor_id}: {e}")),
             }),
+            State::Update { id, answer } => Pin::new(answer).poll(cx).map(|outcome| match outcome {
+                Ok(bytes) => match bytes.split_first() {
+                    Some((b'+', version)) => Response::ActorUpdated {
+                        id: *id,
+                        version: String::from_utf8_lossy(version).into_owned(),
+                    },
+                    Some((_, why)) => Response::error(
+                        ErrorKind::UpdateFailed,
+                        format!("update of {id}: {}", String::from_utf8_lossy(why)),
+                    ),
+                    None => Response::error(ErrorKind::UpdateFailed, format!("update of {id}: no outcome")),
+                },
+                Err(e) => Response::error(ErrorKind::UpdateFailed, format!("update of {id}: {e}")),
+            }),
         }
     }
 }
@@ -355,6 +424,7 @@ impl fmt::Debug for Pending {
             State::Ready(_) => "ready",
             State::Request { .. } => "request",
             State::Open { .. } => "open",
+            State::Update { .. } => "update",
         };
         f.debug_tuple("Pending").field(&what).finish()
     }
