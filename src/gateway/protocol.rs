@@ -32,7 +32,8 @@ use crate::error::{ChannelError, RequestError, SendErrorKind};
 use crate::ids::{ActorId, ChannelId};
 
 /// What a client asks the gateway to do. The names are those of Theater's
-/// management protocol.
+/// management protocol, and `Authenticate`, the first frame on a server that
+/// requires a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Command {
@@ -88,6 +89,13 @@ pub enum Command {
     },
     /// Lists the registered actors. Answered by [`Response::ActorList`].
     ListActors,
+    /// Presents a token: the first frame on a server that requires one. Answered by
+    /// [`Response::Authenticated`], or by an `Unauthorized` error after which the
+    /// server closes the connection. A server that requires no token accepts any.
+    Authenticate {
+        /// The shared secret. Its `Debug` form does not show it.
+        token: Token,
+    },
 }
 
 impl Command {
@@ -101,13 +109,55 @@ impl Command {
             Self::SendOnChannel { .. } => "SendOnChannel",
             Self::CloseChannel { .. } => "CloseChannel",
             Self::ListActors => "ListActors",
+            Self::Authenticate { .. } => "Authenticate",
         }
     }
 }
 
 /// The names of every command, as they appear on the wire.
-pub const COMMAND_NAMES: [&str; 6] =
-    ["SendActorMessage", "RequestActorMessage", "OpenChannel", "SendOnChannel", "CloseChannel", "ListActors"];
+pub const COMMAND_NAMES: [&str; 7] = [
+    "SendActorMessage",
+    "RequestActorMessage",
+    "OpenChannel",
+    "SendOnChannel",
+    "CloseChannel",
+    "ListActors",
+    "Authenticate",
+];
+
+/// A client's secret, as sent in [`Command::Authenticate`].
+///
+/// Its `Debug` form is `Token(<redacted>)`, so logging a command never shows it.
+///
+/// ```
+/// use sharded_router::gateway::protocol::Token;
+/// let token = Token::new("s3cret");
+/// assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+/// assert_eq!(token.expose(), "s3cret");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a secret.
+    #[must_use]
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
 
 /// One registered actor, as listed by [`Response::ActorList`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +218,8 @@ pub enum Response {
         /// One entry per actor.
         actors: Vec<ActorInfo>,
     },
+    /// The token was accepted; the connection may send commands.
+    Authenticated,
     /// The command failed, or a frame could not be understood.
     Error {
         /// What went wrong, for programs.
@@ -249,6 +301,23 @@ pub enum ErrorKind {
     ShardFailed,
     /// Something else went wrong on the server.
     Internal,
+    /// The connection did not open with an `Authenticate` frame carrying a valid
+    /// token; it is closed.
+    Unauthorized,
+    /// The server, or this client's address, has as many connections as it
+    /// serves; this one is closed.
+    TooManyConnections,
+    /// This client already has as many requests and channel opens waiting as it
+    /// may; the command was not run.
+    TooManyInFlight,
+    /// This client already has as many channels open (or opening) as it may; the
+    /// channel was not opened.
+    TooManyChannels,
+    /// This client sends commands faster than its rate limit; the command was not
+    /// run.
+    RateLimited,
+    /// The client sent nothing for the idle timeout; the connection is closed.
+    IdleTimeout,
 }
 
 impl fmt::Display for ErrorKind {
@@ -591,6 +660,7 @@ mod tests {
             Command::SendOnChannel { channel_id, message: vec![0xfe] },
             Command::CloseChannel { channel_id },
             Command::ListActors,
+            Command::Authenticate { token: Token::new("t0k3n") },
         ] {
             let json = encode(&ClientFrame { request_id: 9, command: command.clone() }).unwrap();
             let frame = decode_client_frame(&json).unwrap();
@@ -610,7 +680,9 @@ mod tests {
             Response::MessageSent { channel_id },
             Response::ChannelClosed { channel_id },
             Response::ActorList { actors: vec![ActorInfo { id, name: Some("echo".into()) }] },
+            Response::Authenticated,
             Response::error(ErrorKind::Timeout, "late"),
+            Response::error(ErrorKind::Unauthorized, "no"),
         ] {
             let frame = ServerFrame::Response { request_id: Some(3), response };
             assert_eq!(decode_server_frame(&encode(&frame).unwrap()).unwrap(), frame);
@@ -646,6 +718,17 @@ mod tests {
             let err = decode_client_frame(bytes).unwrap_err();
             assert_eq!((err.request_id, err.kind), (request_id, kind), "{}", String::from_utf8_lossy(bytes));
         }
+    }
+
+    #[test]
+    fn tokens_are_plain_strings_on_the_wire_and_hidden_in_debug() {
+        let frame =
+            decode_client_frame(br#"{"request_id":1,"command":{"Authenticate":{"token":"abc"}}}"#).unwrap();
+        assert_eq!(frame.command, Command::Authenticate { token: Token::new("abc") });
+        assert!(!format!("{frame:?}").contains("abc"));
+        let err =
+            decode_client_frame(br#"{"request_id":1,"command":{"Authenticate":{"token":7}}}"#).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadArguments);
     }
 
     #[test]

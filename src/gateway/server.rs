@@ -2,14 +2,37 @@
 //!
 //! Each connection is one [`Session`]. Frames are a 4-byte big-endian length and
 //! then that many bytes of JSON ([`LengthDelimitedCodec`]); the JSON is described in
-//! [`protocol`](super::protocol).
+//! [`protocol`](super::protocol). With [`ServerConfig::tls`] (feature `tls`) the
+//! frames travel inside TLS.
 //!
-//! Per connection, one task reads frames, executes commands and collects answers
-//! and events, and a second task writes. Bounds, so that no client can hold up
-//! another or grow the server's memory without limit:
+//! # Admission
 //!
-//! * at most `max_in_flight` requests and opens wait at once; past that the
-//!   connection stops reading until one finishes (TCP pushes back on the client);
+//! * **Exposure.** [`Server::bind`] refuses an address that is not loopback unless
+//!   tokens are configured ([`ServerConfig::auth`]) or the risk is accepted
+//!   explicitly ([`ServerConfig::insecure`]).
+//! * **Connections.** At most `max_connections` at once, and `max_connections_per_peer`
+//!   from one IP address; a connection past either gets a final
+//!   `TooManyConnections` error frame and is closed.
+//! * **Authentication.** With tokens configured, the first frame must be
+//!   `Authenticate { token }` with one of them, within `handshake_timeout`. Any
+//!   other first frame, a wrong token, or silence is answered `Unauthorized`
+//!   after `auth_failure_delay` (the same fixed delay whatever was wrong), and the
+//!   connection is closed. No session exists until then.
+//!
+//! # Per connection
+//!
+//! One task reads frames, executes commands and collects answers and events, and a
+//! second task writes. Bounds, so that no client can hold up another or grow the
+//! server's memory without limit; each is answered with its own [`ErrorKind`]:
+//!
+//! * at most `max_in_flight` requests and opens wait at once; one more is answered
+//!   `TooManyInFlight` at once, and the connection goes on;
+//! * at most `max_channels` channels open or opening; one more open is answered
+//!   `TooManyChannels`;
+//! * with a `rate_limit`, a frame beyond it is answered `RateLimited` without
+//!   being run;
+//! * a client that sends nothing for `idle_timeout` while nothing of its is in
+//!   flight gets `IdleTimeout` and is closed;
 //! * answers and events go through an outbound queue of `outbound_queue` frames; a
 //!   client that lets it fill is disconnected, and so is one whose socket accepts
 //!   no bytes for `write_timeout`;
@@ -18,26 +41,42 @@
 //! * malformed JSON, unknown commands, bad ids and bad arguments get an `Error`
 //!   answer and the connection goes on.
 //!
+//! # Order and shutdown
+//!
+//! A client learns a channel's id from `ChannelOpened`; no event of that channel
+//! is sent before it (events that race ahead of the answer are held back until
+//! it has been queued). When the router shuts down, the listener closes and every
+//! connection is sent the answers that settle by then and a final `Shutdown`
+//! error, and is closed, within about a tenth of a second.
+//!
 //! When a connection ends, for whatever reason, its session is dropped: the
 //! client's channels close and their actors receive `ChannelClose`. A client that
 //! closes its sending side counts as gone: answers not ready by then are dropped.
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::protocol::{encode, ErrorKind, Response, ServerFrame};
-use super::session::{FrameReply, Session, SessionConfig};
+use super::auth::TokenSet;
+use super::limits::{PeerGuard, PeerTable, RateLimit, TokenBucket};
+use super::protocol::{
+    decode_client_frame, encode, ClientFrame, Command, ErrorKind, Event, Response, ServerFrame,
+};
+use super::session::{Session, SessionConfig};
+#[cfg(feature = "tls")]
+use super::tls::TlsServer;
+use crate::ids::ChannelId;
 use crate::router::Router;
 
 /// The default address: loopback only.
@@ -46,7 +85,19 @@ pub const DEFAULT_BIND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::
 /// The default largest frame: 1 MiB.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 1024 * 1024;
 
-/// How the server behaves.
+/// How often the server looks whether the router has shut down.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// How long a closing connection may take to hand over the answers that settle
+/// as the router shuts down.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Connections being refused (sent their `TooManyConnections` frame) at once;
+/// past this, a connection over the limits is closed without a word.
+const MAX_REFUSING: usize = 64;
+
+/// How the server behaves. Every limit has a default meant to be safe to expose
+/// (see the module docs for what each limit does when it is reached).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -57,13 +108,37 @@ pub struct ServerConfig {
     pub max_frame_length: usize,
     /// Requests and channel opens one client may have waiting at once. Default: 64.
     pub max_in_flight: usize,
+    /// Channels one client may have open or opening at once. Default: 256.
+    pub max_channels: usize,
     /// Frames queued for one client before it counts as too slow. Default: 1024.
     pub outbound_queue: usize,
     /// How long one write may make no progress before the client is dropped.
     /// Default: 10 s.
     pub write_timeout: Duration,
-    /// Connections served at once; more are closed as they arrive. Default: 1024.
+    /// Connections served at once. Default: 1024.
     pub max_connections: usize,
+    /// Connections served at once from one IP address. Default: 64.
+    pub max_connections_per_peer: usize,
+    /// How long a client may send nothing (with nothing in flight) before it is
+    /// closed. Default: 5 min.
+    pub idle_timeout: Duration,
+    /// The command rate one client may send. Default: none (the `serve` command
+    /// sets 1000 a second, in bursts of up to 2000).
+    pub rate_limit: Option<RateLimit>,
+    /// The tokens a client must present first. Default: none (every connection is
+    /// admitted, which [`Server::bind`] allows only on loopback).
+    pub auth: Option<TokenSet>,
+    /// How long a failed authentication waits before its `Unauthorized` answer
+    /// and the close. Default: 500 ms.
+    pub auth_failure_delay: Duration,
+    /// How long a new connection has for its TLS handshake and its
+    /// `Authenticate` frame. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Allows serving a non-loopback address without tokens. Default: `false`.
+    pub insecure: bool,
+    /// TLS: the server's certificate and key. Default: none (plain TCP).
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsServer>,
     /// Each session's settings.
     pub session: SessionConfig,
 }
@@ -74,9 +149,19 @@ impl Default for ServerConfig {
             bind: DEFAULT_BIND,
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             max_in_flight: 64,
+            max_channels: 256,
             outbound_queue: 1024,
             write_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_peer: 64,
+            idle_timeout: Duration::from_secs(300),
+            rate_limit: None,
+            auth: None,
+            auth_failure_delay: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(10),
+            insecure: false,
+            #[cfg(feature = "tls")]
+            tls: None,
             session: SessionConfig::default(),
         }
     }
@@ -104,6 +189,13 @@ impl ServerConfig {
         self
     }
 
+    /// Sets how many channels one client may have open or opening.
+    #[must_use]
+    pub fn max_channels(mut self, n: usize) -> Self {
+        self.max_channels = n;
+        self
+    }
+
     /// Sets the outbound queue length per client.
     #[must_use]
     pub fn outbound_queue(mut self, n: usize) -> Self {
@@ -125,11 +217,112 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the most connections served at once from one IP address.
+    #[must_use]
+    pub fn max_connections_per_peer(mut self, n: usize) -> Self {
+        self.max_connections_per_peer = n.max(1);
+        self
+    }
+
+    /// Sets the idle timeout.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets (or, with `None`, lifts) the command rate limit per client.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Requires every connection to authenticate with one of `tokens`.
+    #[must_use]
+    pub fn auth(mut self, tokens: TokenSet) -> Self {
+        self.auth = Some(tokens);
+        self
+    }
+
+    /// Sets the delay before a failed authentication is answered.
+    #[must_use]
+    pub fn auth_failure_delay(mut self, delay: Duration) -> Self {
+        self.auth_failure_delay = delay;
+        self
+    }
+
+    /// Sets how long a new connection has to complete TLS and authenticate.
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Allows (`true`) serving a non-loopback address without tokens.
+    #[must_use]
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    /// Serves over TLS with this certificate and key.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: TlsServer) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Sets the sessions' settings.
     #[must_use]
     pub fn session(mut self, session: SessionConfig) -> Self {
         self.session = session;
         self
+    }
+
+    /// Whether connections arrive over TLS.
+    fn uses_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// Refuses an exposure that lets anyone who can connect message every actor.
+    fn check_exposure(&self) -> io::Result<()> {
+        let ip = self.bind.ip();
+        if ip.is_loopback() || self.auth.is_some() {
+            if !ip.is_loopback() && !self.uses_tls() {
+                tracing::warn!(
+                    addr = %self.bind,
+                    "gateway serves a non-loopback address without TLS: tokens and traffic travel in clear"
+                );
+            }
+            return Ok(());
+        }
+        if self.insecure {
+            tracing::warn!(
+                addr = %self.bind,
+                "gateway serves a non-loopback address WITHOUT authentication (insecure): \
+                 anyone who can connect can message every actor"
+            );
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to serve the gateway on {} without authentication: anyone who can reach \
+                 it could message every actor. Configure tokens (`--token-file`, ServerConfig::auth), \
+                 bind a loopback address, or accept the risk explicitly (`--insecure`, \
+                 ServerConfig::insecure)",
+                self.bind
+            ),
+        ))
     }
 }
 
@@ -178,8 +371,10 @@ impl Server {
     /// Binds `config.bind`.
     ///
     /// # Errors
-    /// The bind error.
+    /// `PermissionDenied` for an address that is not loopback when no tokens are
+    /// configured and `insecure` is not set; otherwise the bind error.
     pub async fn bind(router: Router, config: ServerConfig) -> io::Result<Self> {
+        config.check_exposure()?;
         let listener = TcpListener::bind(config.bind).await?;
         Ok(Self { listener, router, config: Arc::new(config) })
     }
@@ -192,9 +387,9 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Accepts and serves clients, each connection on its own task. Returns once a
-    /// connection arrives after the router shut down (open connections end by
-    /// themselves then).
+    /// Accepts and serves clients, each connection on its own task, until the
+    /// router shuts down: then the listener closes and every connection is ended
+    /// with a final `Shutdown` error frame.
     ///
     /// # Errors
     /// None so far: accept errors are logged and retried.
@@ -202,37 +397,49 @@ impl Server {
         self.run_until(std::future::pending()).await
     }
 
-    /// Like [`run`](Self::run), but stops accepting once `stop` completes.
+    /// Like [`run`](Self::run), but also stops accepting once `stop` completes.
     /// Connections already open go on until their clients leave or the router
     /// shuts down.
     ///
     /// # Errors
     /// None so far: accept errors are logged and retried.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
-        let limit = Arc::new(Semaphore::new(self.config.max_connections));
-        tokio::pin!(stop);
+        let shared = Arc::new(Shared {
+            router: self.router,
+            config: self.config,
+            connections: Arc::new(Semaphore::new(0)),
+            peers: Arc::new(PeerTable::default()),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+        });
+        shared.connections.add_permits(shared.config.max_connections);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        tokio::spawn(watch_router(shared.router.clone(), shutdown_tx));
+        let router_gone = router_shutdown(shutdown.clone());
+        tokio::pin!(stop, router_gone);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "gateway listening");
         loop {
             let accepted = tokio::select! {
+                () = &mut router_gone => {
+                    tracing::info!("gateway: the router shut down; closing the listener");
+                    return Ok(());
+                }
                 () = &mut stop => return Ok(()),
                 accepted = self.listener.accept() => accepted,
             };
-            if self.router.is_shutdown() {
-                return Ok(());
-            }
             match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                        tracing::warn!(%peer, "gateway at its connection limit; closing new connection");
-                        drop(stream);
-                        continue;
-                    };
-                    let router = self.router.clone();
-                    let config = Arc::clone(&self.config);
-                    tokio::spawn(async move {
-                        serve_connection(stream, &router, &config).await;
-                        drop(permit);
-                    });
+                    let _ = stream.set_nodelay(true);
+                    match shared.admit(peer) {
+                        Ok(admission) => {
+                            let shared = Arc::clone(&shared);
+                            let shutdown = shutdown.clone();
+                            tokio::spawn(async move {
+                                serve_tcp(stream, peer, &shared, shutdown).await;
+                                drop(admission);
+                            });
+                        }
+                        Err(message) => shared.refuse(stream, peer, message),
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off and go on.
@@ -242,6 +449,118 @@ impl Server {
             }
         }
     }
+}
+
+/// What every connection of one server shares.
+struct Shared {
+    router: Router,
+    config: Arc<ServerConfig>,
+    connections: Arc<Semaphore>,
+    peers: Arc<PeerTable>,
+    refusing: Arc<Semaphore>,
+}
+
+/// A connection's places under the server-wide and per-peer limits.
+struct Admission {
+    _connection: OwnedSemaphorePermit,
+    _peer: PeerGuard,
+}
+
+impl Shared {
+    fn admit(&self, peer: SocketAddr) -> Result<Admission, String> {
+        let config = &self.config;
+        let Ok(connection) = Arc::clone(&self.connections).try_acquire_owned() else {
+            return Err(format!(
+                "the gateway serves {} connections, its limit; try later",
+                config.max_connections
+            ));
+        };
+        let Some(peer_guard) = self.peers.admit(peer.ip(), config.max_connections_per_peer) else {
+            return Err(format!(
+                "{} already has {} connections, the limit per address",
+                peer.ip(),
+                config.max_connections_per_peer
+            ));
+        };
+        Ok(Admission { _connection: connection, _peer: peer_guard })
+    }
+
+    /// Sends a connection over the limits its `TooManyConnections` frame and
+    /// closes it, on a task of its own, bounded in number and time.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr, message: String) {
+        tracing::warn!(%peer, reason = %message, "gateway refuses a connection");
+        let Ok(permit) = Arc::clone(&self.refusing).try_acquire_owned() else {
+            return;
+        };
+        let config = Arc::clone(&self.config);
+        tokio::spawn(async move {
+            let frame = error_frame(None, ErrorKind::TooManyConnections, message);
+            let write = async {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &config.tls {
+                    if let Ok(stream) = tls.acceptor().accept(stream).await {
+                        write_final(stream, &frame).await;
+                    }
+                    return;
+                }
+                write_final(stream, &frame).await;
+            };
+            let _ = tokio::time::timeout(config.handshake_timeout, write).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes one frame and closes the stream.
+async fn write_final<S: AsyncWrite + Unpin>(mut stream: S, frame: &ServerFrame) {
+    let Ok(bytes) = encode(frame) else { return };
+    let Ok(len) = u32::try_from(bytes.len()) else { return };
+    let mut buf = Vec::with_capacity(4 + bytes.len());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&bytes);
+    if stream.write_all(&buf).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
+}
+
+fn error_frame(request_id: Option<u64>, kind: ErrorKind, message: impl Into<String>) -> ServerFrame {
+    ServerFrame::Response { request_id, response: Response::error(kind, message) }
+}
+
+/// Sets the watch once the router has shut down; ends then, or once nobody
+/// watches any more.
+async fn watch_router(router: Router, shutdown: watch::Sender<bool>) {
+    loop {
+        if router.is_shutdown() {
+            let _ = shutdown.send(true);
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SHUTDOWN_POLL) => {}
+            () = shutdown.closed() => return,
+        }
+    }
+}
+
+/// Completes once the router has shut down (never, if the watch goes away first).
+async fn router_shutdown(mut shutdown: watch::Receiver<bool>) {
+    if shutdown.wait_for(|gone| *gone).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs the TLS handshake when the server has TLS, then serves the connection.
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: &Shared, shutdown: watch::Receiver<bool>) {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.config.tls {
+        match tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => serve_stream(stream, peer, shared, shutdown).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "gateway TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "gateway TLS handshake timed out"),
+        }
+        return;
+    }
+    serve_stream(stream, peer, shared, shutdown).await;
 }
 
 /// Why a connection ended.
@@ -257,21 +576,19 @@ enum End {
     WriterGone,
     /// The router shut down.
     RouterGone,
+    /// The client sent nothing for the idle timeout.
+    Idle,
+    /// The client presented a wrong token.
+    Unauthorized,
 }
 
 /// Serves one client until it leaves, misbehaves or the router shuts down.
-async fn serve_connection(stream: TcpStream, router: &Router, config: &ServerConfig) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
-    let session = match Session::attach(router, config.session.clone()) {
-        Ok(session) => session,
-        Err(e) => {
-            tracing::debug!(?peer, error = %e, "gateway cannot attach a session");
-            return;
-        }
-    };
-    tracing::debug!(?peer, client = %session.id(), "gateway client connected");
-    let (read_half, write_half) = stream.into_split();
+async fn serve_stream<S>(stream: S, peer: SocketAddr, shared: &Shared, shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let config = &*shared.config;
+    let (read_half, write_half) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read_half, frame_codec(config.max_frame_length));
     let (out, out_rx) = mpsc::channel::<Bytes>(config.outbound_queue);
     let writer = tokio::spawn(write_frames(
@@ -281,69 +598,340 @@ async fn serve_connection(stream: TcpStream, router: &Router, config: &ServerCon
     ));
     let out = Outbound { tx: out, max_frame_length: config.max_frame_length };
 
-    let mut in_flight = FuturesUnordered::new();
-    let end = loop {
-        tokio::select! {
-            biased;
-            Some((request_id, response)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(end) = out.push(&ServerFrame::Response { request_id: Some(request_id), response }) {
-                    break end;
-                }
-            }
-            event = session.next_event() => match event {
-                Some(event) => {
-                    if let Err(end) = out.push(&ServerFrame::Event { event }) {
-                        break end;
-                    }
-                }
-                None => break End::RouterGone,
-            },
-            frame = frames.next(), if in_flight.len() < config.max_in_flight => match frame {
-                Some(Ok(bytes)) => {
-                    let reply = match session.execute_frame(&bytes) {
-                        FrameReply::Ready(reply) => Some(reply),
-                        FrameReply::InFlight { request_id, pending } => {
-                            in_flight.push(async move { (request_id, pending.await) });
-                            None
-                        }
-                    };
-                    if let Some(reply) = reply {
-                        if let Err(end) = out.push(&reply) {
-                            break end;
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(?peer, error = %e, "gateway frame stream broke");
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        let message = format!("frame longer than {} bytes; closing", config.max_frame_length);
-                        let _ = out.push(&ServerFrame::Response {
-                            request_id: None,
-                            response: Response::error(ErrorKind::FrameTooLarge, message),
-                        });
-                    }
-                    break End::BadStream;
-                }
-                // End of stream is a disconnect: answers still pending are dropped.
-                None => break End::ClientDone,
-            },
-            () = out.tx.closed() => break End::WriterGone,
-        }
+    let admitted = match &config.auth {
+        None => true,
+        Some(tokens) => authenticate(&mut frames, &out, tokens, config, peer).await,
     };
-    tracing::debug!(?peer, client = %session.id(), ?end, "gateway client disconnected");
-    // Detach first: the actors learn at once that the client's channels closed.
-    drop(in_flight);
-    drop(session);
+    let end = if admitted {
+        match Session::attach(&shared.router, config.session.clone()) {
+            Ok(session) => {
+                tracing::debug!(%peer, client = %session.id(), "gateway client connected");
+                let mut connection = Connection {
+                    config,
+                    session,
+                    out: &out,
+                    in_flight: FuturesUnordered::new(),
+                    channels: ChannelBook::default(),
+                    bucket: config.rate_limit.map(|limit| TokenBucket::new(limit, Instant::now())),
+                };
+                let end = connection.run(&mut frames, shutdown).await;
+                tracing::debug!(%peer, client = %connection.session.id(), ?end, "gateway client disconnected");
+                // Detach first: the actors learn at once that the client's channels closed.
+                drop(connection);
+                end
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "gateway cannot attach a session");
+                let _ = out.push(&error_frame(None, ErrorKind::Shutdown, "the router has shut down"));
+                End::RouterGone
+            }
+        }
+    } else {
+        End::Unauthorized
+    };
     drop(frames);
     match end {
         End::TooSlow | End::WriterGone => writer.abort(),
-        End::ClientDone | End::BadStream | End::RouterGone => {
-            // Let the writer send what is queued (the error for a bad stream), within
-            // its write timeout per batch.
+        End::ClientDone | End::BadStream | End::RouterGone | End::Idle | End::Unauthorized => {
+            // Let the writer send what is queued (the final error), within its
+            // write timeout per batch.
             drop(out);
             let _ = tokio::time::timeout(config.write_timeout, writer).await;
         }
     }
+}
+
+/// The authentication handshake: `true` once the first frame presented a valid
+/// token (answered `Authenticated`); otherwise, after the fixed failure delay,
+/// `Unauthorized` is queued and `false` returned.
+async fn authenticate<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, LengthDelimitedCodec>,
+    out: &Outbound,
+    tokens: &TokenSet,
+    config: &ServerConfig,
+    peer: SocketAddr,
+) -> bool {
+    let first = tokio::time::timeout(config.handshake_timeout, frames.next()).await;
+    let in_time = first.is_ok();
+    let (request_id, refusal) = match first {
+        Ok(Some(Ok(bytes))) => match decode_client_frame(&bytes) {
+            Ok(ClientFrame { request_id, command: Command::Authenticate { token } }) => {
+                if tokens.verify(token.expose()) {
+                    tracing::debug!(%peer, "gateway client authenticated");
+                    return out
+                        .push(&ServerFrame::Response {
+                            request_id: Some(request_id),
+                            response: Response::Authenticated,
+                        })
+                        .is_ok();
+                }
+                (Some(request_id), "the token is not valid")
+            }
+            Ok(ClientFrame { request_id, .. }) => (Some(request_id), "the first frame must be Authenticate"),
+            Err(e) => (e.request_id, "the first frame must be Authenticate"),
+        },
+        // Gone before a word, or a broken stream: nobody to answer.
+        Ok(Some(Err(_)) | None) => {
+            tracing::debug!(%peer, "gateway client left before authenticating");
+            return false;
+        }
+        Err(_) => (None, "no Authenticate frame in time"),
+    };
+    tracing::warn!(%peer, reason = refusal, "gateway refuses a client: unauthorized");
+    if in_time {
+        tokio::time::sleep(config.auth_failure_delay).await;
+    }
+    let _ = out.push(&error_frame(request_id, ErrorKind::Unauthorized, format!("unauthorized: {refusal}")));
+    false
+}
+
+/// What one finished request or open produced.
+struct Settled {
+    request_id: u64,
+    open: bool,
+    response: Response,
+}
+
+type InFlight = FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Settled> + Send>>>;
+
+/// One admitted client's state.
+struct Connection<'a> {
+    config: &'a ServerConfig,
+    session: Session,
+    out: &'a Outbound,
+    in_flight: InFlight,
+    channels: ChannelBook,
+    bucket: Option<TokenBucket>,
+}
+
+impl Connection<'_> {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        frames: &mut FramedRead<R, LengthDelimitedCodec>,
+        shutdown: watch::Receiver<bool>,
+    ) -> End {
+        let router_gone = router_shutdown(shutdown);
+        let idle_timeout = self.config.idle_timeout;
+        let mut last_frame = Instant::now();
+        let idle = tokio::time::sleep_until(deadline_after(idle_timeout));
+        tokio::pin!(router_gone, idle);
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = &mut router_gone => return self.close_for_shutdown().await,
+                Some(settled) = self.in_flight.next(), if !self.in_flight.is_empty() => self.settled(settled),
+                event = self.session.next_event() => match event {
+                    Some(event) => self.event(event),
+                    None => return self.close_for_shutdown().await,
+                },
+                frame = frames.next() => match frame {
+                    Some(Ok(bytes)) => {
+                        last_frame = Instant::now();
+                        self.frame(&bytes).await
+                    }
+                    Some(Err(e)) => {
+                        if e.kind() == io::ErrorKind::InvalidData {
+                            let message =
+                                format!("frame longer than {} bytes; closing", self.config.max_frame_length);
+                            let _ = self.out.push(&error_frame(None, ErrorKind::FrameTooLarge, message));
+                        }
+                        Err(End::BadStream)
+                    }
+                    // End of stream is a disconnect: answers still pending are dropped.
+                    None => Err(End::ClientDone),
+                },
+                () = &mut idle => {
+                    let quiet = last_frame.elapsed();
+                    if quiet >= idle_timeout && self.in_flight.is_empty() {
+                        let message = format!("nothing received for {} s; closing", quiet.as_secs());
+                        let _ = self.out.push(&error_frame(None, ErrorKind::IdleTimeout, message));
+                        Err(End::Idle)
+                    } else {
+                        let rest = idle_timeout.saturating_sub(quiet).max(Duration::from_millis(10));
+                        idle.as_mut().reset(deadline_after(rest));
+                        Ok(())
+                    }
+                }
+                () = self.out.tx.closed() => Err(End::WriterGone),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Hands over the answers that settle as the router shuts down (each request
+    /// still gets exactly one answer), then the final `Shutdown` error.
+    async fn close_for_shutdown(&mut self) -> End {
+        let drain = async {
+            while let Some(settled) = self.in_flight.next().await {
+                if self.settled(settled).is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, drain).await;
+        let _ = self.out.push(&error_frame(None, ErrorKind::Shutdown, "the router shut down; closing"));
+        End::RouterGone
+    }
+
+    fn settled(&mut self, settled: Settled) -> Result<(), End> {
+        let Settled { request_id, open, response } = settled;
+        let opened = match &response {
+            Response::ChannelOpened { channel_id, .. } => Some(*channel_id),
+            _ => None,
+        };
+        self.out.push(&ServerFrame::Response { request_id: Some(request_id), response })?;
+        if open {
+            for event in self.channels.open_settled(opened) {
+                self.out.push(&ServerFrame::Event { event })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: Event) -> Result<(), End> {
+        match self.channels.event(event) {
+            Some(event) => self.out.push(&ServerFrame::Event { event }),
+            None if self.channels.held.len() > self.config.outbound_queue => Err(End::TooSlow),
+            None => Ok(()),
+        }
+    }
+
+    async fn frame(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let decoded = decode_client_frame(bytes);
+        if let Some(bucket) = &mut self.bucket {
+            if !bucket.try_take(Instant::now()) {
+                let request_id = match &decoded {
+                    Ok(frame) => Some(frame.request_id),
+                    Err(e) => e.request_id,
+                };
+                let message = format!(
+                    "over the rate limit of {} commands/s; retry in {} ms",
+                    self.config.rate_limit.map_or(0, |l| l.per_second),
+                    bucket.retry_after().as_millis().max(1)
+                );
+                return self.out.push(&error_frame(request_id, ErrorKind::RateLimited, message));
+            }
+        }
+        let ClientFrame { request_id, command } = match decoded {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(client = %self.session.id(), error = %e, "gateway bad frame");
+                return self.out.push(&e.into_frame());
+            }
+        };
+        let answer = |response| ServerFrame::Response { request_id: Some(request_id), response };
+        let slow = matches!(command, Command::RequestActorMessage { .. } | Command::OpenChannel { .. });
+        if slow && self.in_flight.len() >= self.config.max_in_flight {
+            let message = format!("{} requests and opens already wait, the limit", self.config.max_in_flight);
+            return self.out.push(&answer(Response::error(ErrorKind::TooManyInFlight, message)));
+        }
+        let open = matches!(command, Command::OpenChannel { .. });
+        if open && self.channels.in_use() >= self.config.max_channels {
+            let message = format!("{} channels already open or opening, the limit", self.config.max_channels);
+            return self.out.push(&answer(Response::error(ErrorKind::TooManyChannels, message)));
+        }
+        if let Command::Authenticate { token } = &command {
+            let response = match &self.config.auth {
+                Some(tokens) if !tokens.verify(token.expose()) => {
+                    tracing::warn!(client = %self.session.id(), "gateway client presented a wrong token");
+                    tokio::time::sleep(self.config.auth_failure_delay).await;
+                    let message = "unauthorized: the token is not valid";
+                    let _ = self.out.push(&answer(Response::error(ErrorKind::Unauthorized, message)));
+                    return Err(End::Unauthorized);
+                }
+                _ => Response::Authenticated,
+            };
+            return self.out.push(&answer(response));
+        }
+        let mut pending = self.session.execute(command);
+        match pending.take_ready() {
+            Some(response) => {
+                if let Response::ChannelClosed { channel_id } = &response {
+                    self.channels.open.remove(channel_id);
+                }
+                self.out.push(&answer(response))
+            }
+            None => {
+                if open {
+                    self.channels.opening += 1;
+                }
+                self.in_flight
+                    .push(Box::pin(async move { Settled { request_id, open, response: pending.await } }));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The channels of one client, as the server has told it of them: the ones
+/// whose `ChannelOpened` it has been sent, and how many opens are pending.
+///
+/// An event for a channel the client has not been told of, while an open is
+/// pending, is held back until that open's answer has been queued: the actor may
+/// accept and send at once, and its message must not reach the client before
+/// the id it belongs to.
+#[derive(Default)]
+struct ChannelBook {
+    open: HashSet<ChannelId>,
+    opening: usize,
+    held: VecDeque<Event>,
+}
+
+impl ChannelBook {
+    fn in_use(&self) -> usize {
+        self.open.len() + self.opening
+    }
+
+    /// The event to send now, or `None` if it is held back.
+    fn event(&mut self, event: Event) -> Option<Event> {
+        let (channel_id, closed) = match &event {
+            Event::ChannelMessage { channel_id, .. } => (*channel_id, false),
+            Event::ChannelClosed { channel_id } => (*channel_id, true),
+        };
+        if self.opening > 0 && !self.open.contains(&channel_id) {
+            self.held.push_back(event);
+            return None;
+        }
+        if closed {
+            self.open.remove(&channel_id);
+        }
+        Some(event)
+    }
+
+    /// An open settled (`opened` is the channel if it was accepted, and its
+    /// answer is queued): the held events that may follow now, in order.
+    fn open_settled(&mut self, opened: Option<ChannelId>) -> Vec<Event> {
+        self.opening = self.opening.saturating_sub(1);
+        if let Some(id) = opened {
+            self.open.insert(id);
+        }
+        let mut release = Vec::new();
+        let mut keep = VecDeque::new();
+        for event in self.held.drain(..) {
+            let (channel_id, closed) = match &event {
+                Event::ChannelMessage { channel_id, .. } => (*channel_id, false),
+                Event::ChannelClosed { channel_id } => (*channel_id, true),
+            };
+            if self.opening == 0 || self.open.contains(&channel_id) {
+                if closed {
+                    self.open.remove(&channel_id);
+                }
+                release.push(event);
+            } else {
+                keep.push_back(event);
+            }
+        }
+        self.held = keep;
+        release
+    }
+}
+
+/// `now + after`, or far in the future when that does not fit.
+fn deadline_after(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
 /// The bounded queue of frames for one client.
@@ -367,11 +955,8 @@ impl Outbound {
                     bytes.len(),
                     self.max_frame_length
                 );
-                let error = ServerFrame::Response {
-                    request_id,
-                    response: Response::error(ErrorKind::ResponseTooLarge, message),
-                };
-                encode(&error).map_err(|_| End::BadStream)?
+                encode(&error_frame(request_id, ErrorKind::ResponseTooLarge, message))
+                    .map_err(|_| End::BadStream)?
             }
             Err(e) => {
                 tracing::error!(error = %e, "gateway could not encode a frame");
@@ -388,8 +973,8 @@ impl Outbound {
 /// Writes queued frames, flushing when the queue runs dry. Ends when the queue is
 /// closed and drained, on a write error, or when a write makes no progress for
 /// `write_timeout`.
-async fn write_frames(
-    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut sink: FramedWrite<WriteHalf<W>, LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Bytes>,
     write_timeout: Duration,
 ) -> io::Result<()> {
@@ -404,4 +989,56 @@ async fn write_frames(
             .map_err(|_| timed_out())??;
     }
     tokio::time::timeout(write_timeout, SinkExt::<Bytes>::close(&mut sink)).await.map_err(|_| timed_out())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(channel_id: ChannelId, text: &str) -> Event {
+        Event::ChannelMessage { channel_id, message: text.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn events_wait_for_their_channels_open_answer() {
+        let (a, b) = (ChannelId::random(), ChannelId::random());
+        let mut book = ChannelBook { opening: 2, ..ChannelBook::default() };
+        assert!(book.event(message(a, "a1")).is_none());
+        assert!(book.event(message(b, "b1")).is_none());
+        assert!(book.event(Event::ChannelClosed { channel_id: a }).is_none());
+        // `a` opened: its events follow, in order; `b`'s wait for its own answer.
+        assert_eq!(
+            book.open_settled(Some(a)),
+            vec![message(a, "a1"), Event::ChannelClosed { channel_id: a }]
+        );
+        assert!(!book.open.contains(&a), "the held close was applied");
+        assert_eq!(book.held.len(), 1);
+        assert_eq!(book.open_settled(Some(b)), vec![message(b, "b1")]);
+        // Nothing pending: events pass straight through.
+        assert_eq!(book.event(message(b, "b2")), Some(message(b, "b2")));
+        assert_eq!(book.in_use(), 1);
+    }
+
+    #[test]
+    fn a_failed_open_releases_what_no_open_can_claim() {
+        let stray = ChannelId::random();
+        let mut book = ChannelBook { opening: 1, ..ChannelBook::default() };
+        assert!(book.event(message(stray, "late")).is_none());
+        assert_eq!(book.open_settled(None), vec![message(stray, "late")]);
+        assert_eq!(book.in_use(), 0);
+    }
+
+    #[test]
+    fn non_loopback_without_tokens_is_refused_unless_insecure() {
+        let public: SocketAddr = "0.0.0.0:7420".parse().unwrap();
+        let err = ServerConfig::default().bind(public).check_exposure().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("--insecure"));
+        assert!(ServerConfig::default().bind(public).insecure(true).check_exposure().is_ok());
+        let tokens = TokenSet::new(["t"]).unwrap();
+        assert!(ServerConfig::default().bind(public).auth(tokens).check_exposure().is_ok());
+        assert!(ServerConfig::default().check_exposure().is_ok());
+        let v6: SocketAddr = "[::1]:7420".parse().unwrap();
+        assert!(ServerConfig::default().bind(v6).check_exposure().is_ok());
+    }
 }
