@@ -11,10 +11,10 @@
 
 use std::collections::HashMap;
 use std::error::Error;
-use std::io::BufRead;
+use std::io::{self, BufRead};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -162,7 +162,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         builder = builder.shards(n);
     }
     let router = builder.build()?;
-    let mut names = HashMap::new();
+    // Bound first, so that a refused exposure stops before any actor starts; the
+    // names are filled in once the actors are registered.
+    let names: Arc<OnceLock<HashMap<ActorId, String>>> = Arc::default();
+    let lookup = Arc::clone(&names);
+    let session =
+        SessionConfig::default().names(move |id| lookup.get().and_then(|names| names.get(&id).cloned()));
+    let config = server_config(&args)?.session(session);
+    let server = Server::bind(router.clone(), config).await?;
+    let mut registered = HashMap::new();
     for (name, kind) in
         [("echo", DemoActor::Echo), ("counter", DemoActor::Counter), ("channel-echo", DemoActor::ChannelEcho)]
     {
@@ -171,13 +179,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         router.register(id, tx)?;
         let r = router.clone();
         thread::Builder::new().name(format!("demo-{name}")).spawn(move || kind.run(&r, id, &mailbox))?;
-        names.insert(id, name.to_owned());
+        registered.insert(id, name.to_owned());
         println!("{id}  {name}");
     }
-    let names = Arc::new(names);
-    let session = SessionConfig::default().names(move |id| names.get(&id).cloned());
-    let config = server_config(&args)?.session(session);
-    let server = Server::bind(router, config).await?;
+    let _ = names.set(registered);
     let security = match (args.token_file.is_some(), args.tls_cert.is_some()) {
         (true, true) => "tokens, TLS",
         (true, false) => "tokens",
@@ -261,9 +266,15 @@ async fn connect(args: &ConnectArgs) -> Result<(Client, sharded_router::gateway:
         let name = args.tls_server_name.clone().unwrap_or_else(|| args.connect.ip().to_string());
         config = config.tls(TlsClient::from_ca_file(ca, &name)?);
     }
-    Client::connect(args.connect, config)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.connect).into())
+    Client::connect(args.connect, config).await.map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof if args.tls_ca.is_none() => {
+                " (if the gateway serves TLS, give --tls-ca)"
+            }
+            _ => "",
+        };
+        format!("cannot connect to {}: {e}{hint}", args.connect).into()
+    })
 }
 
 /// An actor given by id or by name.

@@ -667,8 +667,8 @@ async fn authenticate<R: AsyncRead + Unpin>(
                 }
                 (Some(request_id), "the token is not valid")
             }
-            Ok(ClientFrame { request_id, .. }) => (Some(request_id), "the first frame must be Authenticate"),
-            Err(e) => (e.request_id, "the first frame must be Authenticate"),
+            Ok(ClientFrame { request_id, .. }) => (Some(request_id), FIRST_FRAME),
+            Err(e) => (e.request_id, FIRST_FRAME),
         },
         // Gone before a word, or a broken stream: nobody to answer.
         Ok(Some(Err(_)) | None) => {
@@ -681,9 +681,11 @@ async fn authenticate<R: AsyncRead + Unpin>(
     if in_time {
         tokio::time::sleep(config.auth_failure_delay).await;
     }
-    let _ = out.push(&error_frame(request_id, ErrorKind::Unauthorized, format!("unauthorized: {refusal}")));
+    let _ = out.push(&error_frame(request_id, ErrorKind::Unauthorized, refusal));
     false
 }
+
+const FIRST_FRAME: &str = "this gateway requires a token: the first frame must be Authenticate";
 
 /// What one finished request or open produced.
 struct Settled {
@@ -837,7 +839,7 @@ impl Connection<'_> {
                 Some(tokens) if !tokens.verify(token.expose()) => {
                     tracing::warn!(client = %self.session.id(), "gateway client presented a wrong token");
                     tokio::time::sleep(self.config.auth_failure_delay).await;
-                    let message = "unauthorized: the token is not valid";
+                    let message = "the token is not valid";
                     let _ = self.out.push(&answer(Response::error(ErrorKind::Unauthorized, message)));
                     return Err(End::Unauthorized);
                 }
@@ -928,10 +930,11 @@ impl ChannelBook {
     }
 }
 
-/// `now + after`, or far in the future when that does not fit.
+/// `now + after`, or a year from now when that does not fit (the idle check
+/// then re-arms itself).
 fn deadline_after(after: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
-    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(60 * 60 * 24 * 365 * 30))
+    now.checked_add(after).or_else(|| now.checked_add(Duration::from_secs(60 * 60 * 24 * 365))).unwrap_or(now)
 }
 
 /// The bounded queue of frames for one client.
