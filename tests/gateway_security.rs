@@ -302,6 +302,20 @@ async fn tls_round_trip_and_an_untrusted_server_is_refused() {
     // So does one that expects another name.
     let config = with_token("new-token-5678").tls(TlsClient::from_ca_file(&pki.ca, "example.org").unwrap());
     assert!(within("TLS connect", Client::connect(f.addr, config)).await.is_err());
+    // Past the connection limit, a TLS client still gets its typed refusal.
+    let busy = fixture(
+        ServerConfig::default()
+            .tls(TlsServer::from_pem_files(&pki.cert, &pki.key).unwrap())
+            .max_connections(1),
+    )
+    .await;
+    let tls = || TlsClient::from_ca_file(&pki.ca, "localhost").unwrap();
+    let (first, _events) =
+        within("TLS connect", Client::connect(busy.addr, ClientConfig::default().tls(tls()))).await.unwrap();
+    let err =
+        within("TLS connect", Client::connect(busy.addr, with_token("any").tls(tls()))).await.unwrap_err();
+    assert!(err.to_string().contains("TooManyConnections"), "{err}");
+    list_works(&first).await;
     // A plain-TCP client gets no answer it can read.
     let plain = within("connect", Client::connect(f.addr, with_token("new-token-5678"))).await;
     assert!(plain.is_err(), "a plain client must not get through a TLS server");

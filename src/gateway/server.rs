@@ -405,13 +405,12 @@ impl Server {
     /// None so far: accept errors are logged and retried.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> io::Result<()> {
         let shared = Arc::new(Shared {
-            router: self.router,
-            config: self.config,
-            connections: Arc::new(Semaphore::new(0)),
+            connections: Arc::new(Semaphore::new(self.config.max_connections.min(Semaphore::MAX_PERMITS))),
             peers: Arc::new(PeerTable::default()),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            router: self.router,
+            config: self.config,
         });
-        shared.connections.add_permits(shared.config.max_connections);
         let (shutdown_tx, shutdown) = watch::channel(false);
         tokio::spawn(watch_router(shared.router.clone(), shutdown_tx));
         let router_gone = router_shutdown(shutdown.clone());
@@ -590,7 +589,7 @@ where
     let config = &*shared.config;
     let (read_half, write_half) = tokio::io::split(stream);
     let mut frames = FramedRead::new(read_half, frame_codec(config.max_frame_length));
-    let (out, out_rx) = mpsc::channel::<Bytes>(config.outbound_queue);
+    let (out, out_rx) = mpsc::channel::<Bytes>(config.outbound_queue.max(1));
     let writer = tokio::spawn(write_frames(
         FramedWrite::new(write_half, frame_codec(config.max_frame_length)),
         out_rx,
