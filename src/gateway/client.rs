@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::protocol::{
-    decode_server_frame, encode, ActorInfo, ClientFrame, Command, ErrorKind, Event, Response, ServerFrame,
-    Token,
+    decode_server_frame, encode, ActorInfo, Authenticate, ClientFrame, Command, ErrorKind, Event, Response,
+    ServerFrame, Token,
 };
 use super::server::{frame_codec, DEFAULT_MAX_FRAME_LENGTH};
 #[cfg(feature = "tls")]
@@ -241,7 +241,9 @@ impl Client {
     /// [`ClientError::Remote`] with `Unauthorized` for a token the server does
     /// not accept (it then closes the connection), or a connection error.
     pub async fn authenticate(&self, token: Token) -> Result<(), ClientError> {
-        match self.call(Command::Authenticate { token }).await? {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = Authenticate { request_id, token }.encode();
+        match self.exchange(request_id, bytes, self.config.timeout).await? {
             Response::Authenticated => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -255,8 +257,19 @@ impl Client {
     /// longer than a frame may be.
     pub async fn call_timeout(&self, command: Command, timeout: Duration) -> Result<Response, ClientError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = encode(&ClientFrame { request_id, command })
-            .map_err(|e| ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let bytes = encode(&ClientFrame { request_id, command });
+        self.exchange(request_id, bytes, timeout).await
+    }
+
+    /// Sends one encoded frame and waits at most `timeout` for the answer under
+    /// `request_id`.
+    async fn exchange(
+        &self,
+        request_id: u64,
+        bytes: Result<Vec<u8>, serde_json::Error>,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let bytes = bytes.map_err(|e| ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         if bytes.len() > self.config.max_frame_length {
             let message = format!("a {}-byte command exceeds the frame limit", bytes.len());
             return Err(ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, message)));

@@ -32,8 +32,8 @@ use crate::error::{ChannelError, RequestError, SendErrorKind};
 use crate::ids::{ActorId, ChannelId};
 
 /// What a client asks the gateway to do. The names are those of Theater's
-/// management protocol, and `Authenticate`, the first frame on a server that
-/// requires a token.
+/// management protocol. (Presenting a token is not a command: see
+/// [`Authenticate`].)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Command {
@@ -89,13 +89,6 @@ pub enum Command {
     },
     /// Lists the registered actors. Answered by [`Response::ActorList`].
     ListActors,
-    /// Presents a token: the first frame on a server that requires one. Answered by
-    /// [`Response::Authenticated`], or by an `Unauthorized` error after which the
-    /// server closes the connection. A server that requires no token accepts any.
-    Authenticate {
-        /// The shared secret. Its `Debug` form does not show it.
-        token: Token,
-    },
 }
 
 impl Command {
@@ -109,23 +102,101 @@ impl Command {
             Self::SendOnChannel { .. } => "SendOnChannel",
             Self::CloseChannel { .. } => "CloseChannel",
             Self::ListActors => "ListActors",
-            Self::Authenticate { .. } => "Authenticate",
         }
     }
 }
 
 /// The names of every command, as they appear on the wire.
-pub const COMMAND_NAMES: [&str; 7] = [
-    "SendActorMessage",
-    "RequestActorMessage",
-    "OpenChannel",
-    "SendOnChannel",
-    "CloseChannel",
-    "ListActors",
-    "Authenticate",
-];
+pub const COMMAND_NAMES: [&str; 6] =
+    ["SendActorMessage", "RequestActorMessage", "OpenChannel", "SendOnChannel", "CloseChannel", "ListActors"];
 
-/// A client's secret, as sent in [`Command::Authenticate`].
+/// The frame that presents a token, the first frame on a server that requires
+/// one:
+///
+/// ```text
+/// {"request_id": 0, "command": {"Authenticate": {"token": "<secret>"}}}
+/// ```
+///
+/// It is answered by [`Response::Authenticated`], or by an `Unauthorized` error
+/// after which the server closes the connection; a server that requires no token
+/// accepts any. It has a command's shape but is not a [`Command`]: admitting a
+/// client is the transport's business, done before (and outside) its
+/// [`Session`](super::Session), which never sees a token.
+///
+/// ```
+/// use sharded_router::gateway::protocol::{Authenticate, Token};
+/// let frame = Authenticate { request_id: 1, token: Token::new("s3cret") };
+/// let bytes = frame.encode().unwrap();
+/// assert_eq!(Authenticate::decode(&bytes).unwrap(), Some(frame));
+/// assert_eq!(Authenticate::decode(br#"{"request_id":2,"command":"ListActors"}"#).unwrap(), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticate {
+    /// Chosen by the client; echoed in the answer.
+    pub request_id: u64,
+    /// The secret.
+    pub token: Token,
+}
+
+/// `Authenticate`'s wire shape.
+#[derive(Serialize, Deserialize)]
+enum AuthenticateCommand {
+    Authenticate { token: Token },
+}
+
+impl Authenticate {
+    /// The frame's JSON.
+    ///
+    /// # Errors
+    /// Only if serialization fails, which it does not for this type.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            request_id: u64,
+            command: &'a AuthenticateCommand,
+        }
+        let command = AuthenticateCommand::Authenticate { token: self.token.clone() };
+        serde_json::to_vec(&Frame { request_id: self.request_id, command: &command })
+    }
+
+    /// Reads an `Authenticate` frame: `Ok(None)` when the bytes are not one (any
+    /// other frame, good or bad), an error when they are one with bad fields.
+    /// Never panics, whatever the input.
+    ///
+    /// # Errors
+    /// `MalformedFrame` without a readable `request_id`; `BadArguments` when the
+    /// token is missing or not a string.
+    pub fn decode(bytes: &[u8]) -> Result<Option<Self>, FrameError> {
+        let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(bytes) else {
+            return Ok(None);
+        };
+        let is_authenticate = matches!(
+            object.get("command"),
+            Some(Value::Object(map)) if map.len() == 1 && map.contains_key("Authenticate")
+        );
+        if !is_authenticate {
+            return Ok(None);
+        }
+        let request_id = object.get("request_id").and_then(Value::as_u64).ok_or_else(|| {
+            FrameError::new(
+                None,
+                ErrorKind::MalformedFrame,
+                "a frame needs a \"request_id\" that is an unsigned integer",
+            )
+        })?;
+        let command = object.remove("command").unwrap_or(Value::Null);
+        match serde_json::from_value::<AuthenticateCommand>(command) {
+            Ok(AuthenticateCommand::Authenticate { token }) => Ok(Some(Self { request_id, token })),
+            Err(e) => Err(FrameError::new(
+                Some(request_id),
+                ErrorKind::BadArguments,
+                format!("bad arguments to Authenticate: {e}"),
+            )),
+        }
+    }
+}
+
+/// A client's secret, as sent in [`Authenticate`].
 ///
 /// Its `Debug` form is `Token(<redacted>)`, so logging a command never shows it.
 ///
@@ -660,7 +731,6 @@ mod tests {
             Command::SendOnChannel { channel_id, message: vec![0xfe] },
             Command::CloseChannel { channel_id },
             Command::ListActors,
-            Command::Authenticate { token: Token::new("t0k3n") },
         ] {
             let json = encode(&ClientFrame { request_id: 9, command: command.clone() }).unwrap();
             let frame = decode_client_frame(&json).unwrap();
@@ -721,14 +791,22 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_plain_strings_on_the_wire_and_hidden_in_debug() {
-        let frame =
-            decode_client_frame(br#"{"request_id":1,"command":{"Authenticate":{"token":"abc"}}}"#).unwrap();
-        assert_eq!(frame.command, Command::Authenticate { token: Token::new("abc") });
-        assert!(!format!("{frame:?}").contains("abc"));
-        let err =
-            decode_client_frame(br#"{"request_id":1,"command":{"Authenticate":{"token":7}}}"#).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::BadArguments);
+    fn authenticate_frames_are_read_apart_from_commands() {
+        let bytes = br#"{"request_id":1,"command":{"Authenticate":{"token":"abc"}}}"#;
+        let frame = Authenticate::decode(bytes).unwrap().unwrap();
+        assert_eq!(frame, Authenticate { request_id: 1, token: Token::new("abc") });
+        assert!(!format!("{frame:?}").contains("abc"), "the token shows in Debug");
+        // Not a command: a session would call it unknown.
+        assert_eq!(decode_client_frame(bytes).unwrap_err().kind, ErrorKind::UnknownCommand);
+
+        let bad =
+            Authenticate::decode(br#"{"request_id":1,"command":{"Authenticate":{"token":7}}}"#).unwrap_err();
+        assert_eq!((bad.request_id, bad.kind), (Some(1), ErrorKind::BadArguments));
+        let bad = Authenticate::decode(br#"{"command":{"Authenticate":{"token":"t"}}}"#).unwrap_err();
+        assert_eq!((bad.request_id, bad.kind), (None, ErrorKind::MalformedFrame));
+        for other in [&b""[..], b"[]", b"{not json", br#"{"request_id":1,"command":"ListActors"}"#] {
+            assert_eq!(Authenticate::decode(other).unwrap(), None);
+        }
     }
 
     #[test]

@@ -71,7 +71,8 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use super::auth::TokenSet;
 use super::limits::{PeerGuard, PeerTable, RateLimit, TokenBucket};
 use super::protocol::{
-    decode_client_frame, encode, ClientFrame, Command, ErrorKind, Event, Response, ServerFrame,
+    decode_client_frame, encode, Authenticate, ClientFrame, Command, ErrorKind, Event, FrameError, Response,
+    ServerFrame,
 };
 use super::session::{Session, SessionConfig};
 #[cfg(feature = "tls")]
@@ -653,8 +654,8 @@ async fn authenticate<R: AsyncRead + Unpin>(
     let first = tokio::time::timeout(config.handshake_timeout, frames.next()).await;
     let in_time = first.is_ok();
     let (request_id, refusal) = match first {
-        Ok(Some(Ok(bytes))) => match decode_client_frame(&bytes) {
-            Ok(ClientFrame { request_id, command: Command::Authenticate { token } }) => {
+        Ok(Some(Ok(bytes))) => match Authenticate::decode(&bytes) {
+            Ok(Some(Authenticate { request_id, token })) => {
                 if tokens.verify(token.expose()) {
                     tracing::debug!(%peer, "gateway client authenticated");
                     return out
@@ -666,7 +667,7 @@ async fn authenticate<R: AsyncRead + Unpin>(
                 }
                 (Some(request_id), "the token is not valid")
             }
-            Ok(ClientFrame { request_id, .. }) => (Some(request_id), FIRST_FRAME),
+            Ok(None) => (readable_request_id(&bytes), FIRST_FRAME),
             Err(e) => (e.request_id, FIRST_FRAME),
         },
         // Gone before a word, or a broken stream: nobody to answer.
@@ -685,6 +686,45 @@ async fn authenticate<R: AsyncRead + Unpin>(
 }
 
 const FIRST_FRAME: &str = "this gateway requires a token: the first frame must be Authenticate";
+
+/// The `request_id` of a frame, when it can be read.
+fn readable_request_id(bytes: &[u8]) -> Option<u64> {
+    match decode_client_frame(bytes) {
+        Ok(frame) => Some(frame.request_id),
+        Err(e) => e.request_id,
+    }
+}
+
+/// A frame read from an admitted client.
+enum Incoming {
+    Command(ClientFrame),
+    Authenticate(Authenticate),
+    Bad(FrameError),
+}
+
+impl Incoming {
+    /// Commands first (the common case); an unknown command may be an
+    /// `Authenticate`.
+    fn decode(bytes: &[u8]) -> Self {
+        match decode_client_frame(bytes) {
+            Ok(frame) => Self::Command(frame),
+            Err(e) if e.kind == ErrorKind::UnknownCommand => match Authenticate::decode(bytes) {
+                Ok(Some(auth)) => Self::Authenticate(auth),
+                Ok(None) => Self::Bad(e),
+                Err(bad) => Self::Bad(bad),
+            },
+            Err(e) => Self::Bad(e),
+        }
+    }
+
+    fn request_id(&self) -> Option<u64> {
+        match self {
+            Self::Command(frame) => Some(frame.request_id),
+            Self::Authenticate(auth) => Some(auth.request_id),
+            Self::Bad(e) => e.request_id,
+        }
+    }
+}
 
 /// What one finished request or open produced.
 struct Settled {
@@ -776,6 +816,22 @@ impl Connection<'_> {
         End::RouterGone
     }
 
+    /// An `Authenticate` after admission: a server without tokens accepts any; a
+    /// server with tokens checks it again, and closes the connection if it is wrong.
+    async fn authenticate_again(&mut self, auth: Authenticate) -> Result<(), End> {
+        let answer = |response| ServerFrame::Response { request_id: Some(auth.request_id), response };
+        match &self.config.auth {
+            Some(tokens) if !tokens.verify(auth.token.expose()) => {
+                tracing::warn!(client = %self.session.id(), "gateway client presented a wrong token");
+                tokio::time::sleep(self.config.auth_failure_delay).await;
+                let message = "the token is not valid";
+                let _ = self.out.push(&answer(Response::error(ErrorKind::Unauthorized, message)));
+                Err(End::Unauthorized)
+            }
+            _ => self.out.push(&answer(Response::Authenticated)),
+        }
+    }
+
     fn settled(&mut self, settled: Settled) -> Result<(), End> {
         let Settled { request_id, open, response } = settled;
         let opened = match &response {
@@ -800,24 +856,21 @@ impl Connection<'_> {
     }
 
     async fn frame(&mut self, bytes: &[u8]) -> Result<(), End> {
-        let decoded = decode_client_frame(bytes);
+        let incoming = Incoming::decode(bytes);
         if let Some(bucket) = &mut self.bucket {
             if !bucket.try_take(Instant::now()) {
-                let request_id = match &decoded {
-                    Ok(frame) => Some(frame.request_id),
-                    Err(e) => e.request_id,
-                };
                 let message = format!(
                     "over the rate limit of {} commands/s; retry in {} ms",
                     self.config.rate_limit.map_or(0, |l| l.per_second),
                     bucket.retry_after().as_millis().max(1)
                 );
-                return self.out.push(&error_frame(request_id, ErrorKind::RateLimited, message));
+                return self.out.push(&error_frame(incoming.request_id(), ErrorKind::RateLimited, message));
             }
         }
-        let ClientFrame { request_id, command } = match decoded {
-            Ok(frame) => frame,
-            Err(e) => {
+        let ClientFrame { request_id, command } = match incoming {
+            Incoming::Command(frame) => frame,
+            Incoming::Authenticate(auth) => return self.authenticate_again(auth).await,
+            Incoming::Bad(e) => {
                 tracing::debug!(client = %self.session.id(), error = %e, "gateway bad frame");
                 return self.out.push(&e.into_frame());
             }
@@ -832,19 +885,6 @@ impl Connection<'_> {
         if open && self.channels.in_use() >= self.config.max_channels {
             let message = format!("{} channels already open or opening, the limit", self.config.max_channels);
             return self.out.push(&answer(Response::error(ErrorKind::TooManyChannels, message)));
-        }
-        if let Command::Authenticate { token } = &command {
-            let response = match &self.config.auth {
-                Some(tokens) if !tokens.verify(token.expose()) => {
-                    tracing::warn!(client = %self.session.id(), "gateway client presented a wrong token");
-                    tokio::time::sleep(self.config.auth_failure_delay).await;
-                    let message = "the token is not valid";
-                    let _ = self.out.push(&answer(Response::error(ErrorKind::Unauthorized, message)));
-                    return Err(End::Unauthorized);
-                }
-                _ => Response::Authenticated,
-            };
-            return self.out.push(&answer(response));
         }
         let mut pending = self.session.execute(command);
         match pending.take_ready() {

@@ -181,13 +181,6 @@ impl Session {
                 actors.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
                 ready(Response::ActorList { actors })
             }
-            // A session holds no credentials: the transport checks tokens before
-            // it attaches a session (see `Server`), so a token reaching a session
-            // proves nothing and is refused.
-            Command::Authenticate { .. } => ready(Response::error(
-                ErrorKind::BadArguments,
-                "Authenticate is answered by the transport, before the session starts",
-            )),
         }
     }
 
