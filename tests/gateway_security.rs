@@ -582,3 +582,17 @@ async fn a_client_sees_the_final_frame_as_a_typed_error() {
     let err = within("the request's end", pending).await.unwrap().unwrap_err();
     assert_eq!(err.remote_kind(), Some(ErrorKind::Shutdown), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_shutdown_also_ends_connections_still_authenticating() {
+    let f = fixture(ServerConfig::default().auth(tokens()).handshake_timeout(WAIT)).await;
+    let mut raw = Raw::connect(f.addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let router = f.router.clone();
+    tokio::task::spawn_blocking(move || router.shutdown()).await.unwrap();
+    let started = Instant::now();
+    let (id, response) = raw.recv_response().await;
+    assert_eq!((id, kind(&response)), (None, Some(ErrorKind::Shutdown)));
+    raw.expect_closed().await;
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+}

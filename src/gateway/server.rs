@@ -599,35 +599,19 @@ where
     let out = Outbound { tx: out, max_frame_length: config.max_frame_length };
 
     let admitted = match &config.auth {
-        None => true,
-        Some(tokens) => authenticate(&mut frames, &out, tokens, config, peer).await,
+        None => Ok(true),
+        Some(tokens) => tokio::select! {
+            admitted = authenticate(&mut frames, &out, tokens, config, peer) => Ok(admitted),
+            () = router_shutdown(shutdown.clone()) => Err(End::RouterGone),
+        },
     };
-    let end = if admitted {
-        match Session::attach(&shared.router, config.session.clone()) {
-            Ok(session) => {
-                tracing::debug!(%peer, client = %session.id(), "gateway client connected");
-                let mut connection = Connection {
-                    config,
-                    session,
-                    out: &out,
-                    in_flight: FuturesUnordered::new(),
-                    channels: ChannelBook::default(),
-                    bucket: config.rate_limit.map(|limit| TokenBucket::new(limit, Instant::now())),
-                };
-                let end = connection.run(&mut frames, shutdown).await;
-                tracing::debug!(%peer, client = %connection.session.id(), ?end, "gateway client disconnected");
-                // Detach first: the actors learn at once that the client's channels closed.
-                drop(connection);
-                end
-            }
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "gateway cannot attach a session");
-                let _ = out.push(&error_frame(None, ErrorKind::Shutdown, "the router has shut down"));
-                End::RouterGone
-            }
+    let end = match admitted {
+        Ok(true) => admit(&mut frames, &out, peer, shared, shutdown).await,
+        Ok(false) => End::Unauthorized,
+        Err(end) => {
+            let _ = out.push(&error_frame(None, ErrorKind::Shutdown, "the router shut down; closing"));
+            end
         }
-    } else {
-        End::Unauthorized
     };
     drop(frames);
     match end {
@@ -637,6 +621,40 @@ where
             // write timeout per batch.
             drop(out);
             let _ = tokio::time::timeout(config.write_timeout, writer).await;
+        }
+    }
+}
+
+/// Attaches an admitted client's session and serves it.
+async fn admit<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, LengthDelimitedCodec>,
+    out: &Outbound,
+    peer: SocketAddr,
+    shared: &Shared,
+    shutdown: watch::Receiver<bool>,
+) -> End {
+    let config = &*shared.config;
+    match Session::attach(&shared.router, config.session.clone()) {
+        Ok(session) => {
+            tracing::debug!(%peer, client = %session.id(), "gateway client connected");
+            let mut connection = Connection {
+                config,
+                session,
+                out,
+                in_flight: FuturesUnordered::new(),
+                channels: ChannelBook::default(),
+                bucket: config.rate_limit.map(|limit| TokenBucket::new(limit, Instant::now())),
+            };
+            let end = connection.run(frames, shutdown).await;
+            tracing::debug!(%peer, client = %connection.session.id(), ?end, "gateway client disconnected");
+            // Detach first: the actors learn at once that the client's channels closed.
+            drop(connection);
+            end
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "gateway cannot attach a session");
+            let _ = out.push(&error_frame(None, ErrorKind::Shutdown, "the router has shut down"));
+            End::RouterGone
         }
     }
 }
