@@ -458,9 +458,12 @@ async fn commands_past_the_rate_limit_are_refused_and_each_is_answered_once() {
     let f = fixture(ServerConfig::default().rate_limit(Some(RateLimit::new(5, 5)))).await;
     let (other, _events) = within("connect", Client::connect(f.addr, ClientConfig::default())).await.unwrap();
     let mut raw = Raw::connect(f.addr).await;
+    // All in one write, so that the bucket barely refills meanwhile.
     for id in 1..=20 {
-        raw.send(&format!(r#"{{"request_id":{id},"command":"ListActors"}}"#)).await;
+        let frame = format!(r#"{{"request_id":{id},"command":"ListActors"}}"#);
+        within("feed", raw.framed.feed(Bytes::from(frame))).await.unwrap();
     }
+    within("flush", SinkExt::<Bytes>::flush(&mut raw.framed)).await.unwrap();
     let mut answered = Vec::new();
     let mut limited = 0;
     for _ in 1..=20 {

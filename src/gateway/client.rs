@@ -143,7 +143,36 @@ impl ClientConfig {
     }
 }
 
-type Waiters = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
+/// The calls waiting for answers, or why there will be none.
+enum Waiting {
+    /// Connected: each waiting call by its request id.
+    Open(HashMap<u64, oneshot::Sender<Response>>),
+    /// The connection is closed; with the server's last word (an error without
+    /// a request id: shutdown, idle timeout, a refused connection, ...) if it
+    /// sent one.
+    Closed(Option<Response>),
+}
+
+impl Waiting {
+    fn lock(this: &Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
+        this.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the connection closed (keeping the first reason given) and hands
+    /// back the calls that were waiting.
+    fn close(&mut self, reason: Option<Response>) -> HashMap<u64, oneshot::Sender<Response>> {
+        match self {
+            Self::Open(waiters) => {
+                let waiters = std::mem::take(waiters);
+                *self = Self::Closed(reason);
+                waiters
+            }
+            Self::Closed(_) => HashMap::new(),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<Waiting>>;
 
 /// A connection to a gateway server. Cheap to clone; the connection closes when
 /// the last clone is dropped.
@@ -209,7 +238,7 @@ impl Client {
         let (read_half, write_half) = tokio::io::split(stream);
         let (frames, frames_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
-        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
+        let waiters: Waiters = Arc::new(Mutex::new(Waiting::Open(HashMap::new())));
         tokio::spawn(write_frames(
             FramedWrite::new(write_half, frame_codec(config.max_frame_length)),
             frames_rx,
@@ -275,16 +304,17 @@ impl Client {
             return Err(ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, message)));
         }
         let (tx, rx) = oneshot::channel();
-        match self.waiters.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
-            Some(waiters) => waiters.insert(request_id, tx),
-            None => return Err(ClientError::Disconnected),
+        match &mut *Waiting::lock(&self.waiters) {
+            Waiting::Open(waiters) => waiters.insert(request_id, tx),
+            Waiting::Closed(Some(last_word)) => return Err(unexpected(last_word.clone())),
+            Waiting::Closed(None) => return Err(ClientError::Disconnected),
         };
         let outcome = tokio::time::timeout(timeout, async {
             self.frames.send(Bytes::from(bytes)).await.map_err(|_| ClientError::Disconnected)?;
             rx.await.map_err(|_| ClientError::Disconnected)
         })
         .await;
-        if let Some(waiters) = self.waiters.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        if let Waiting::Open(waiters) = &mut *Waiting::lock(&self.waiters) {
             waiters.remove(&request_id);
         }
         outcome.unwrap_or(Err(ClientError::Timeout))
@@ -423,21 +453,21 @@ async fn read_frames<R: AsyncRead>(
     while let Some(Ok(bytes)) = frames.next().await {
         match decode_server_frame(&bytes) {
             Ok(ServerFrame::Response { request_id: Some(id), response }) => {
-                let waiter = waiters
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                    .and_then(|w| w.remove(&id));
+                let waiter = match &mut *Waiting::lock(&waiters) {
+                    Waiting::Open(waiting) => waiting.remove(&id),
+                    Waiting::Closed(_) => None,
+                };
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(response);
                 }
             }
             Ok(ServerFrame::Response { request_id: None, response }) => {
                 // The server's last word before it closes the connection (shutdown,
-                // idle timeout, ...): every waiting call gets it.
+                // idle timeout, ...): every waiting call gets it, and so does
+                // every later one.
                 tracing::debug!(?response, "gateway error not tied to a call");
-                let waiting = waiters.lock().unwrap_or_else(PoisonError::into_inner).take();
-                for (_, waiter) in waiting.into_iter().flatten() {
+                let waiting = Waiting::lock(&waiters).close(Some(response.clone()));
+                for waiter in waiting.into_values() {
                     let _ = waiter.send(response.clone());
                 }
             }
@@ -450,6 +480,6 @@ async fn read_frames<R: AsyncRead>(
             Err(e) => tracing::warn!(error = %e, "gateway sent a frame this client cannot read"),
         }
     }
-    // Connection closed: fail every waiting call.
-    waiters.lock().unwrap_or_else(PoisonError::into_inner).take();
+    // Connection closed: every waiting call fails (dropping its sender).
+    drop(Waiting::lock(&waiters).close(None));
 }

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -92,6 +92,13 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// How long a closing connection may take to hand over the answers that settle
 /// as the router shuts down.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long a connection closed with a final frame waits for the client to close
+/// its side, reading what it still sends (see [`linger`]).
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The most a lingering connection reads before it closes anyway.
+const LINGER_BYTES: usize = 1 << 20;
 
 /// Connections being refused (sent their `TooManyConnections` frame) at once;
 /// past this, a connection over the limits is closed without a word.
@@ -511,15 +518,15 @@ impl Shared {
     }
 }
 
-/// Writes one frame and closes the stream.
-async fn write_final<S: AsyncWrite + Unpin>(mut stream: S, frame: &ServerFrame) {
+/// Writes one frame, shuts the sending side and lingers before the close.
+async fn write_final<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, frame: &ServerFrame) {
     let Ok(bytes) = encode(frame) else { return };
     let Ok(len) = u32::try_from(bytes.len()) else { return };
     let mut buf = Vec::with_capacity(4 + bytes.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&bytes);
-    if stream.write_all(&buf).await.is_ok() {
-        let _ = stream.shutdown().await;
+    if stream.write_all(&buf).await.is_ok() && stream.shutdown().await.is_ok() {
+        linger(stream).await;
     }
 }
 
@@ -613,16 +620,40 @@ where
             end
         }
     };
-    drop(frames);
     match end {
         End::TooSlow | End::WriterGone => writer.abort(),
-        End::ClientDone | End::BadStream | End::RouterGone | End::Idle | End::Unauthorized => {
-            // Let the writer send what is queued (the final error), within its
-            // write timeout per batch.
+        End::ClientDone => {
             drop(out);
             let _ = tokio::time::timeout(config.write_timeout, writer).await;
         }
+        End::BadStream | End::RouterGone | End::Idle | End::Unauthorized => {
+            // Let the writer send what is queued (the final error), within its
+            // write timeout per batch; then give the client time to read it.
+            drop(out);
+            if let Ok(Ok(Ok(()))) = tokio::time::timeout(config.write_timeout, writer).await {
+                linger(frames.into_inner()).await;
+            }
+        }
     }
+}
+
+/// After a final frame has been written and the sending side shut: reads and
+/// discards what the client still sends, until it closes, [`LINGER`] passes or
+/// [`LINGER_BYTES`] have come. Closing a socket with unread bytes resets the
+/// connection, and a reset can destroy the final frame before the client has
+/// read it.
+async fn linger<R: AsyncRead + Unpin>(mut read: R) {
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Attaches an admitted client's session and serves it.
@@ -806,8 +837,10 @@ impl Connection<'_> {
                         let _ = self.out.push(&error_frame(None, ErrorKind::IdleTimeout, message));
                         Err(End::Idle)
                     } else {
-                        let rest = idle_timeout.saturating_sub(quiet).max(Duration::from_millis(10));
-                        idle.as_mut().reset(deadline_after(rest));
+                        // Busy or recently heard from: look again once it could
+                        // have been quiet for a whole idle timeout.
+                        let rest = if self.in_flight.is_empty() { idle_timeout.saturating_sub(quiet) } else { idle_timeout };
+                        idle.as_mut().reset(deadline_after(rest.max(Duration::from_millis(10))));
                         Ok(())
                     }
                 }
