@@ -14,10 +14,12 @@
 //!   from one IP address; a connection past either gets a final
 //!   `TooManyConnections` error frame and is closed.
 //! * **Authentication.** With tokens configured, the first frame must be
-//!   `Authenticate { token }` with one of them, within `handshake_timeout`. Any
-//!   other first frame, a wrong token, or silence is answered `Unauthorized`
-//!   after `auth_failure_delay` (the same fixed delay whatever was wrong), and the
-//!   connection is closed. No session exists until then.
+//!   [`Authenticate`](super::protocol::Authenticate) with one of them, within
+//!   `handshake_timeout`. A wrong token or any other first frame is answered
+//!   `Unauthorized` after `auth_failure_delay` (the same fixed delay whatever was
+//!   wrong), silence at `handshake_timeout`, and the connection is closed. No
+//!   session exists until then. A later `Authenticate` is checked again (a wrong
+//!   token closes the connection); a server without tokens accepts any.
 //!
 //! # Per connection
 //!
@@ -52,6 +54,9 @@
 //! When a connection ends, for whatever reason, its session is dropped: the
 //! client's channels close and their actors receive `ChannelClose`. A client that
 //! closes its sending side counts as gone: answers not ready by then are dropped.
+//! A connection closed with a final error frame reads (and drops) what the
+//! client still sends for up to half a second before the socket closes, so the
+//! close cannot turn into a reset that destroys the frame unread.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
