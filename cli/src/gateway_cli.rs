@@ -3,18 +3,25 @@
 //!
 //! Payloads on the command line are UTF-8 text. Answers are printed as text when
 //! they are valid UTF-8, and as hex otherwise.
+//!
+//! `serve` refuses a non-loopback `--bind` without `--token-file` unless
+//! `--insecure` is given. Token files hold one token per line (the server accepts
+//! each; a client presents the first); their path may also come from
+//! `SHARDED_ROUTER_TOKEN_FILE`.
 
 use std::collections::HashMap;
 use std::error::Error;
-use std::io::BufRead;
+use std::io::{self, BufRead};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use sharded_router::gateway::{
-    Client, ClientConfig, Event, Server, ServerConfig, SessionConfig, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH,
+    first_token, Client, ClientConfig, Event, RateLimit, Server, ServerConfig, SessionConfig, TlsClient,
+    TlsServer, TokenSet, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH,
 };
 use sharded_router::{ActorId, ActorMessage, Mailbox, Router};
 
@@ -58,6 +65,41 @@ pub struct ServeArgs {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LENGTH)]
     pub max_frame_length: usize,
+    /// Require clients to authenticate with one of the tokens in this file (one
+    /// per line; several allow rotation).
+    #[arg(long, env = "SHARDED_ROUTER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow a non-loopback --bind without --token-file: anyone who can connect
+    /// can then message every actor.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_peer: usize,
+    /// Requests and channel opens one client may have waiting.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Channels one client may have open or opening.
+    #[arg(long, default_value_t = 256)]
+    pub max_channels: usize,
+    /// Seconds a client may send nothing before it is closed.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+    /// Commands per second one client may send (0: no limit).
+    #[arg(long, default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Commands one client may send at once after a quiet spell.
+    #[arg(long, default_value_t = 2000)]
+    pub rate_burst: u32,
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +110,16 @@ pub struct ConnectArgs {
     /// How long to wait for each answer, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Authenticate with the first token in this file.
+    #[arg(long, env = "SHARDED_ROUTER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Connect over TLS, trusting the certificate authorities in this PEM file.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the --connect IP
+    /// address).
+    #[arg(long, requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -124,7 +176,21 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         builder = builder.shards(n);
     }
     let router = builder.build()?;
-    let mut names = HashMap::new();
+    // Bound first, so that a refused exposure stops before any actor starts; the
+    // names and the greeter are filled in once the actors are registered.
+    let names: Arc<OnceLock<HashMap<ActorId, String>>> = Arc::default();
+    let greeter: Arc<OnceLock<Arc<Greeter>>> = Arc::default();
+    let lookup = Arc::clone(&names);
+    let updatable = Arc::clone(&greeter);
+    let session = SessionConfig::default()
+        .names(move |id| lookup.get().and_then(|names| names.get(&id).cloned()))
+        .updater(move |id| match updatable.get() {
+            Some(greeter) if greeter.id() == id => greeter.update(),
+            _ => Err("the server has no other version of this actor".to_owned()),
+        });
+    let config = server_config(&args)?.session(session);
+    let server = Server::bind(router.clone(), config).await?;
+    let mut registered = HashMap::new();
     for (name, kind) in
         [("echo", DemoActor::Echo), ("counter", DemoActor::Counter), ("channel-echo", DemoActor::ChannelEcho)]
     {
@@ -133,26 +199,45 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         router.register(id, tx)?;
         let r = router.clone();
         thread::Builder::new().name(format!("demo-{name}")).spawn(move || kind.run(&r, id, &mailbox))?;
-        names.insert(id, name.to_owned());
+        registered.insert(id, name.to_owned());
         println!("{id}  {name}");
     }
-    let greeter = Greeter::start(&router)?;
-    names.insert(greeter.id(), "greeter".to_owned());
-    println!("{}  greeter", greeter.id());
-    let names = Arc::new(names);
-    let session = SessionConfig::default().names(move |id| names.get(&id).cloned()).updater(move |id| {
-        if id == greeter.id() {
-            greeter.update()
-        } else {
-            Err("the server has no other version of this actor".to_owned())
-        }
-    });
-    let config =
-        ServerConfig::default().bind(args.bind).max_frame_length(args.max_frame_length).session(session);
-    let server = Server::bind(router, config).await?;
-    println!("gateway listening on {} (Ctrl-C to stop)", server.local_addr()?);
+    let started = Greeter::start(&router)?;
+    registered.insert(started.id(), "greeter".to_owned());
+    println!("{}  greeter", started.id());
+    let _ = greeter.set(started);
+    let _ = names.set(registered);
+    let security = match (args.token_file.is_some(), args.tls_cert.is_some()) {
+        (true, true) => "tokens, TLS",
+        (true, false) => "tokens",
+        (false, true) => "TLS, no tokens",
+        (false, false) => "no tokens",
+    };
+    println!("gateway listening on {} ({security}; Ctrl-C to stop)", server.local_addr()?);
     server.run().await?;
     Ok(())
+}
+
+/// The server's settings from the command line (all but the session).
+fn server_config(args: &ServeArgs) -> Result<ServerConfig, Box<dyn Error>> {
+    let rate_limit = (args.rate_limit > 0).then(|| RateLimit::new(args.rate_limit, args.rate_burst));
+    let mut config = ServerConfig::default()
+        .bind(args.bind)
+        .max_frame_length(args.max_frame_length)
+        .max_connections(args.max_connections)
+        .max_connections_per_peer(args.max_connections_per_peer)
+        .max_in_flight(args.max_in_flight)
+        .max_channels(args.max_channels)
+        .idle_timeout(Duration::from_secs(args.idle_timeout_secs))
+        .rate_limit(rate_limit)
+        .insecure(args.insecure);
+    if let Some(path) = &args.token_file {
+        config = config.auth(TokenSet::from_file(path)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config = config.tls(TlsServer::from_pem_files(cert, key)?);
+    }
+    Ok(config)
 }
 
 #[derive(Clone, Copy)]
@@ -193,10 +278,27 @@ impl DemoActor {
 }
 
 async fn connect(args: &ConnectArgs) -> Result<(Client, sharded_router::gateway::Events), Box<dyn Error>> {
-    let config = ClientConfig::default().timeout(Duration::from_millis(args.timeout_ms));
-    Client::connect(args.connect, config)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.connect).into())
+    let mut config = ClientConfig::default().timeout(Duration::from_millis(args.timeout_ms));
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        let token =
+            first_token(&text).ok_or_else(|| format!("token file {} holds no token", path.display()))?;
+        config = config.token(token);
+    }
+    if let Some(ca) = &args.tls_ca {
+        let name = args.tls_server_name.clone().unwrap_or_else(|| args.connect.ip().to_string());
+        config = config.tls(TlsClient::from_ca_file(ca, &name)?);
+    }
+    Client::connect(args.connect, config).await.map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof if args.tls_ca.is_none() => {
+                " (if the gateway serves TLS, give --tls-ca)"
+            }
+            _ => "",
+        };
+        format!("cannot connect to {}: {e}{hint}", args.connect).into()
+    })
 }
 
 /// An actor given by id or by name.
@@ -297,4 +399,59 @@ async fn update(args: UpdateArgs) -> Result<(), Box<dyn Error>> {
     let version = client.update_actor(id).await?;
     println!("{} now runs {version}", args.actor);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["sharded-router", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            GatewayCommand::Serve(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn bind(args: &[&str]) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let config = server_config(&serve_args(args)).map_err(|e| e.to_string())?;
+        let router = Router::builder().shards(1).build().unwrap();
+        runtime.block_on(Server::bind(router, config)).map(drop).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_public_bind_without_a_token_is_refused_unless_insecure() {
+        let err = bind(&["--bind", "0.0.0.0:0"]).unwrap_err();
+        assert!(err.contains("without authentication") && err.contains("--insecure"), "{err}");
+        bind(&["--bind", "0.0.0.0:0", "--insecure"]).unwrap();
+        bind(&["--bind", "127.0.0.1:0"]).unwrap();
+
+        let dir = std::env::temp_dir().join(format!("sharded-router-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, "# rotation\nold\nnew\n").unwrap();
+        bind(&["--bind", "0.0.0.0:0", "--token-file", tokens.to_str().unwrap()]).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = bind(&["--bind", "0.0.0.0:0", "--token-file", empty.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("no token"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limits_come_from_flags() {
+        let config = server_config(&serve_args(&["--max-in-flight", "3", "--rate-limit", "0"])).unwrap();
+        assert_eq!((config.max_in_flight, config.rate_limit), (3, None));
+        let config = server_config(&serve_args(&[])).unwrap();
+        assert_eq!(config.rate_limit, Some(RateLimit::new(1000, 2000)));
+        assert_eq!(config.max_connections_per_peer, 64);
+    }
 }

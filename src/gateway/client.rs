@@ -4,6 +4,11 @@
 //! be cloned and used from many tasks at once: every call gets its own correlation
 //! id, and answers are matched to calls whatever order they arrive in. Every call
 //! is bounded by a timeout.
+//!
+//! With [`ClientConfig::token`] the client authenticates as its first frame, and
+//! [`Client::connect`] fails with `PermissionDenied` if the server refuses the
+//! token. With [`ClientConfig::tls`] (feature `tls`) it speaks TLS and checks the
+//! server's certificate against the given authorities.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,15 +20,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
+use super::config::{frame_codec, DEFAULT_MAX_FRAME_LENGTH};
 use super::protocol::{
-    decode_server_frame, encode, ActorInfo, ClientFrame, Command, ErrorKind, Event, Response, ServerFrame,
+    decode_server_frame, encode, ActorInfo, Authenticate, ClientFrame, Command, ErrorKind, Event, Response,
+    ServerFrame, Token,
 };
-use super::server::{frame_codec, DEFAULT_MAX_FRAME_LENGTH};
+#[cfg(feature = "tls")]
+use super::tls::TlsClient;
 use crate::ids::{ActorId, ChannelId};
 
 /// Why a client call failed.
@@ -91,6 +99,11 @@ pub struct ClientConfig {
     /// Events buffered for the [`Events`] stream; while it is full the client stops
     /// reading from the server. Default: 1024.
     pub event_buffer: usize,
+    /// The token presented as the first frame. Default: none.
+    pub token: Option<Token>,
+    /// TLS: whom to trust and the server's name. Default: none (plain TCP).
+    #[cfg(feature = "tls")]
+    pub tls: Option<TlsClient>,
 }
 
 impl Default for ClientConfig {
@@ -99,6 +112,9 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(10),
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             event_buffer: 1024,
+            token: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -110,9 +126,53 @@ impl ClientConfig {
         self.timeout = timeout;
         self
     }
+
+    /// Authenticates with `token` on connecting.
+    #[must_use]
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Connects over TLS.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
+    }
 }
 
-type Waiters = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Response>>>>>;
+/// The calls waiting for answers, or why there will be none.
+enum Waiting {
+    /// Connected: each waiting call by its request id.
+    Open(HashMap<u64, oneshot::Sender<Response>>),
+    /// The connection is closed; with the server's last word (an error without
+    /// a request id: shutdown, idle timeout, a refused connection, ...) if it
+    /// sent one.
+    Closed(Option<Response>),
+}
+
+impl Waiting {
+    fn lock(this: &Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
+        this.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the connection closed (keeping the first reason given) and hands
+    /// back the calls that were waiting.
+    fn close(&mut self, reason: Option<Response>) -> HashMap<u64, oneshot::Sender<Response>> {
+        match self {
+            Self::Open(waiters) => {
+                let waiters = std::mem::take(waiters);
+                *self = Self::Closed(reason);
+                waiters
+            }
+            Self::Closed(_) => HashMap::new(),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<Waiting>>;
 
 /// A connection to a gateway server. Cheap to clone; the connection closes when
 /// the last clone is dropped.
@@ -144,19 +204,41 @@ impl Events {
 }
 
 impl Client {
-    /// Connects to a gateway at `addr`.
+    /// Connects to a gateway at `addr`: TCP, then the TLS handshake and the
+    /// token if the config has them.
     ///
     /// # Errors
-    /// The connect error, or `TimedOut` after the config's timeout.
+    /// The connect error; `TimedOut` after the config's timeout (for each step);
+    /// the TLS error (`InvalidData` for a certificate the client does not trust);
+    /// `PermissionDenied` if the server refuses the token, with the
+    /// [`ClientError`] inside.
     pub async fn connect(addr: SocketAddr, config: ClientConfig) -> io::Result<(Self, Events)> {
+        let timed_out = |what: &str| io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"));
         let stream = tokio::time::timeout(config.timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| timed_out("connect"))??;
         let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = config.tls.clone() {
+            let handshake = tls.connector().connect(tls.server_name(), stream);
+            let stream = tokio::time::timeout(config.timeout, handshake)
+                .await
+                .map_err(|_| timed_out("TLS handshake"))??;
+            return Self::start(stream, config).await;
+        }
+        Self::start(stream, config).await
+    }
+
+    /// Starts the reader and writer over an established stream, and
+    /// authenticates if the config has a token.
+    async fn start<S>(stream: S, config: ClientConfig) -> io::Result<(Self, Events)>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read_half, write_half) = tokio::io::split(stream);
         let (frames, frames_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(config.event_buffer.max(1));
-        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
+        let waiters: Waiters = Arc::new(Mutex::new(Waiting::Open(HashMap::new())));
         tokio::spawn(write_frames(
             FramedWrite::new(write_half, frame_codec(config.max_frame_length)),
             frames_rx,
@@ -166,8 +248,34 @@ impl Client {
             Arc::clone(&waiters),
             events_tx,
         ));
+        let token = config.token.clone();
         let client = Self { frames, waiters, next_id: Arc::new(AtomicU64::new(1)), config: Arc::new(config) };
+        if let Some(token) = token {
+            client.authenticate(token).await.map_err(|e| {
+                let kind = match e.remote_kind() {
+                    Some(ErrorKind::Unauthorized) => io::ErrorKind::PermissionDenied,
+                    _ => io::ErrorKind::ConnectionAborted,
+                };
+                io::Error::new(kind, e)
+            })?;
+        }
         Ok((client, Events { rx: events_rx }))
+    }
+
+    /// Presents `token` to the server (done by [`connect`](Self::connect) when
+    /// the config has a token). On a server that requires tokens this must be
+    /// the first call; a server without tokens accepts any.
+    ///
+    /// # Errors
+    /// [`ClientError::Remote`] with `Unauthorized` for a token the server does
+    /// not accept (it then closes the connection), or a connection error.
+    pub async fn authenticate(&self, token: Token) -> Result<(), ClientError> {
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = Authenticate { request_id, token }.encode();
+        match self.exchange(request_id, bytes, self.config.timeout).await? {
+            Response::Authenticated => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sends `command` and waits at most `timeout` for its answer (which may be an
@@ -178,23 +286,35 @@ impl Client {
     /// longer than a frame may be.
     pub async fn call_timeout(&self, command: Command, timeout: Duration) -> Result<Response, ClientError> {
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = encode(&ClientFrame { request_id, command })
-            .map_err(|e| ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let bytes = encode(&ClientFrame { request_id, command });
+        self.exchange(request_id, bytes, timeout).await
+    }
+
+    /// Sends one encoded frame and waits at most `timeout` for the answer under
+    /// `request_id`.
+    async fn exchange(
+        &self,
+        request_id: u64,
+        bytes: Result<Vec<u8>, serde_json::Error>,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let bytes = bytes.map_err(|e| ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
         if bytes.len() > self.config.max_frame_length {
             let message = format!("a {}-byte command exceeds the frame limit", bytes.len());
             return Err(ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, message)));
         }
         let (tx, rx) = oneshot::channel();
-        match self.waiters.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
-            Some(waiters) => waiters.insert(request_id, tx),
-            None => return Err(ClientError::Disconnected),
+        match &mut *Waiting::lock(&self.waiters) {
+            Waiting::Open(waiters) => waiters.insert(request_id, tx),
+            Waiting::Closed(Some(last_word)) => return Err(unexpected(last_word.clone())),
+            Waiting::Closed(None) => return Err(ClientError::Disconnected),
         };
         let outcome = tokio::time::timeout(timeout, async {
             self.frames.send(Bytes::from(bytes)).await.map_err(|_| ClientError::Disconnected)?;
             rx.await.map_err(|_| ClientError::Disconnected)
         })
         .await;
-        if let Some(waiters) = self.waiters.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        if let Waiting::Open(waiters) = &mut *Waiting::lock(&self.waiters) {
             waiters.remove(&request_id);
         }
         outcome.unwrap_or(Err(ClientError::Timeout))
@@ -316,8 +436,8 @@ fn unexpected(response: Response) -> ClientError {
     }
 }
 
-async fn write_frames(
-    mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+async fn write_frames<W: AsyncWrite>(
+    mut sink: FramedWrite<WriteHalf<W>, LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     while let Some(frame) = rx.recv().await {
@@ -337,25 +457,31 @@ async fn write_frames(
     let _ = SinkExt::<Bytes>::close(&mut sink).await;
 }
 
-async fn read_frames(
-    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+async fn read_frames<R: AsyncRead>(
+    mut frames: FramedRead<ReadHalf<R>, LengthDelimitedCodec>,
     waiters: Waiters,
     events: mpsc::Sender<Event>,
 ) {
     while let Some(Ok(bytes)) = frames.next().await {
         match decode_server_frame(&bytes) {
             Ok(ServerFrame::Response { request_id: Some(id), response }) => {
-                let waiter = waiters
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_mut()
-                    .and_then(|w| w.remove(&id));
+                let waiter = match &mut *Waiting::lock(&waiters) {
+                    Waiting::Open(waiting) => waiting.remove(&id),
+                    Waiting::Closed(_) => None,
+                };
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(response);
                 }
             }
             Ok(ServerFrame::Response { request_id: None, response }) => {
-                tracing::warn!(?response, "gateway error not tied to a call");
+                // The server's last word before it closes the connection (shutdown,
+                // idle timeout, ...): every waiting call gets it, and so does
+                // every later one.
+                tracing::debug!(?response, "gateway error not tied to a call");
+                let waiting = Waiting::lock(&waiters).close(Some(response.clone()));
+                for waiter in waiting.into_values() {
+                    let _ = waiter.send(response.clone());
+                }
             }
             Ok(ServerFrame::Event { event }) => {
                 // A full buffer pauses reading, which pushes back on the server.
@@ -366,6 +492,6 @@ async fn read_frames(
             Err(e) => tracing::warn!(error = %e, "gateway sent a frame this client cannot read"),
         }
     }
-    // Connection closed: fail every waiting call.
-    waiters.lock().unwrap_or_else(PoisonError::into_inner).take();
+    // Connection closed: every waiting call fails (dropping its sender).
+    drop(Waiting::lock(&waiters).close(None));
 }

@@ -21,18 +21,17 @@
 //!   a frame whose `request_id` could not be read carries `"request_id": null`.
 
 use std::fmt;
-use std::str::FromStr;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::serde_forms::{id_text, payload, payload_opt};
 use crate::error::{ChannelError, RequestError, SendErrorKind};
 use crate::ids::{ActorId, ChannelId};
 
 /// What a client asks the gateway to do. The names are those of Theater's
-/// management protocol.
+/// management protocol. (Presenting a token is not a command: see
+/// [`Authenticate`].)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Command {
@@ -126,6 +125,126 @@ pub const COMMAND_NAMES: [&str; 7] = [
     "UpdateActor",
 ];
 
+/// The frame that presents a token, the first frame on a server that requires
+/// one:
+///
+/// ```text
+/// {"request_id": 0, "command": {"Authenticate": {"token": "<secret>"}}}
+/// ```
+///
+/// It is answered by [`Response::Authenticated`], or by an `Unauthorized` error
+/// after which the server closes the connection; a server that requires no token
+/// accepts any. It has a command's shape but is not a [`Command`]: admitting a
+/// client is the transport's business, done before (and outside) its
+/// [`Session`](super::Session), which never sees a token.
+///
+/// ```
+/// use sharded_router::gateway::protocol::{Authenticate, Token};
+/// let frame = Authenticate { request_id: 1, token: Token::new("s3cret") };
+/// let bytes = frame.encode().unwrap();
+/// assert_eq!(Authenticate::decode(&bytes).unwrap(), Some(frame));
+/// assert_eq!(Authenticate::decode(br#"{"request_id":2,"command":"ListActors"}"#).unwrap(), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticate {
+    /// Chosen by the client; echoed in the answer.
+    pub request_id: u64,
+    /// The secret.
+    pub token: Token,
+}
+
+/// `Authenticate`'s wire shape.
+#[derive(Serialize, Deserialize)]
+enum AuthenticateCommand {
+    Authenticate { token: Token },
+}
+
+impl Authenticate {
+    /// The frame's JSON.
+    ///
+    /// # Errors
+    /// Only if serialization fails, which it does not for this type.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            request_id: u64,
+            command: &'a AuthenticateCommand,
+        }
+        let command = AuthenticateCommand::Authenticate { token: self.token.clone() };
+        serde_json::to_vec(&Frame { request_id: self.request_id, command: &command })
+    }
+
+    /// Reads an `Authenticate` frame: `Ok(None)` when the bytes are not one (any
+    /// other frame, good or bad), an error when they are one with bad fields.
+    /// Never panics, whatever the input.
+    ///
+    /// # Errors
+    /// `MalformedFrame` without a readable `request_id`; `BadArguments` when the
+    /// token is missing or not a string.
+    pub fn decode(bytes: &[u8]) -> Result<Option<Self>, FrameError> {
+        let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(bytes) else {
+            return Ok(None);
+        };
+        let is_authenticate = matches!(
+            object.get("command"),
+            Some(Value::Object(map)) if map.len() == 1 && map.contains_key("Authenticate")
+        );
+        if !is_authenticate {
+            return Ok(None);
+        }
+        let request_id = object.get("request_id").and_then(Value::as_u64).ok_or_else(|| {
+            FrameError::new(
+                None,
+                ErrorKind::MalformedFrame,
+                "a frame needs a \"request_id\" that is an unsigned integer",
+            )
+        })?;
+        let command = object.remove("command").unwrap_or(Value::Null);
+        match serde_json::from_value::<AuthenticateCommand>(command) {
+            Ok(AuthenticateCommand::Authenticate { token }) => Ok(Some(Self { request_id, token })),
+            Err(e) => Err(FrameError::new(
+                Some(request_id),
+                ErrorKind::BadArguments,
+                format!("bad arguments to Authenticate: {e}"),
+            )),
+        }
+    }
+}
+
+/// A client's secret, as sent in [`Authenticate`].
+///
+/// Its `Debug` form is `Token(<redacted>)`, so logging a command never shows it.
+///
+/// ```
+/// use sharded_router::gateway::protocol::Token;
+/// let token = Token::new("s3cret");
+/// assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+/// assert_eq!(token.expose(), "s3cret");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a secret.
+    #[must_use]
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// One registered actor, as listed by [`Response::ActorList`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorInfo {
@@ -193,6 +312,8 @@ pub enum Response {
         /// The version it runs now, as the server names it.
         version: String,
     },
+    /// The token was accepted; the connection may send commands.
+    Authenticated,
     /// The command failed, or a frame could not be understood.
     Error {
         /// What went wrong, for programs.
@@ -277,6 +398,23 @@ pub enum ErrorKind {
     /// The server could not update the actor (it has no new version of it, or
     /// the swap failed; the actor runs on as before).
     UpdateFailed,
+    /// The connection did not open with an `Authenticate` frame carrying a valid
+    /// token; it is closed.
+    Unauthorized,
+    /// The server, or this client's address, has as many connections as it
+    /// serves; this one is closed.
+    TooManyConnections,
+    /// This client already has as many requests and channel opens waiting as it
+    /// may; the command was not run.
+    TooManyInFlight,
+    /// This client already has as many channels open (or opening) as it may; the
+    /// channel was not opened.
+    TooManyChannels,
+    /// This client sends commands faster than its rate limit; the command was not
+    /// run.
+    RateLimited,
+    /// The client sent nothing for the idle timeout; the connection is closed.
+    IdleTimeout,
 }
 
 impl fmt::Display for ErrorKind {
@@ -490,104 +628,4 @@ pub fn encode<T: Serialize>(frame: &T) -> Result<Vec<u8>, serde_json::Error> {
 /// The JSON error when the bytes are not a server frame.
 pub fn decode_server_frame(bytes: &[u8]) -> Result<ServerFrame, serde_json::Error> {
     serde_json::from_slice(bytes)
-}
-
-/// Ids as their text form.
-mod id_text {
-    use super::{fmt, Deserialize, Deserializer, FromStr, Serializer};
-
-    pub(super) fn serialize<T: fmt::Display, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
-    where
-        T: FromStr,
-        T::Err: fmt::Display,
-        D: Deserializer<'de>,
-    {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Payloads: written as a string when valid UTF-8, else as an array of bytes; read
-/// from either.
-mod payload {
-    use super::{de, fmt, Deserializer, SeqAccess, Serializer, Visitor};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.collect_seq(bytes),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_any(PayloadVisitor)
-    }
-
-    pub(super) struct PayloadVisitor;
-
-    impl<'de> Visitor<'de> for PayloadVisitor {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or an array of byte values (0-255)")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(v.as_bytes().to_vec())
-        }
-
-        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-            Ok(v.to_vec())
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-            while let Some(byte) = seq.next_element::<u8>()? {
-                out.push(byte);
-            }
-            Ok(out)
-        }
-    }
-}
-
-/// An optional payload (absent or `null` means none).
-mod payload_opt {
-    use super::{de, fmt, payload, Deserializer, Serializer, Visitor};
-
-    pub(super) fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match bytes {
-            Some(bytes) => payload::serialize(bytes, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        d.deserialize_option(OptVisitor)
-    }
-
-    struct OptVisitor;
-
-    impl<'de> Visitor<'de> for OptVisitor {
-        type Value = Option<Vec<u8>>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("null, a string or an array of byte values (0-255)")
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            payload::deserialize(d).map(Some)
-        }
-    }
 }

@@ -27,7 +27,6 @@ fn commands_round_trip() {
         Command::SendOnChannel { channel_id, message: vec![0xfe] },
         Command::CloseChannel { channel_id },
         Command::ListActors,
-        Command::UpdateActor { id },
     ] {
         let json = encode(&ClientFrame { request_id: 9, command: command.clone() }).unwrap();
         let frame = decode_client_frame(&json).unwrap();
@@ -47,7 +46,10 @@ fn responses_round_trip() {
         Response::MessageSent { channel_id },
         Response::ChannelClosed { channel_id },
         Response::ActorList { actors: vec![ActorInfo { id, name: Some("echo".into()) }] },
+        Response::Authenticated,
+        Response::ActorUpdated { id, version: "v2".into() },
         Response::error(ErrorKind::Timeout, "late"),
+        Response::error(ErrorKind::Unauthorized, "no"),
     ] {
         let frame = ServerFrame::Response { request_id: Some(3), response };
         assert_eq!(decode_server_frame(&encode(&frame).unwrap()).unwrap(), frame);
@@ -78,6 +80,25 @@ fn bad_frames_are_classified() {
     for (bytes, request_id, kind) in cases {
         let err = decode_client_frame(bytes).unwrap_err();
         assert_eq!((err.request_id, err.kind), (request_id, kind), "{}", String::from_utf8_lossy(bytes));
+    }
+}
+
+#[test]
+fn authenticate_frames_are_read_apart_from_commands() {
+    let bytes = br#"{"request_id":1,"command":{"Authenticate":{"token":"abc"}}}"#;
+    let frame = Authenticate::decode(bytes).unwrap().unwrap();
+    assert_eq!(frame, Authenticate { request_id: 1, token: Token::new("abc") });
+    assert!(!format!("{frame:?}").contains("abc"), "the token shows in Debug");
+    // Not a command: a session would call it unknown.
+    assert_eq!(decode_client_frame(bytes).unwrap_err().kind, ErrorKind::UnknownCommand);
+
+    let bad =
+        Authenticate::decode(br#"{"request_id":1,"command":{"Authenticate":{"token":7}}}"#).unwrap_err();
+    assert_eq!((bad.request_id, bad.kind), (Some(1), ErrorKind::BadArguments));
+    let bad = Authenticate::decode(br#"{"command":{"Authenticate":{"token":"t"}}}"#).unwrap_err();
+    assert_eq!((bad.request_id, bad.kind), (None, ErrorKind::MalformedFrame));
+    for other in [&b""[..], b"[]", b"{not json", br#"{"request_id":1,"command":"ListActors"}"#] {
+        assert_eq!(Authenticate::decode(other).unwrap(), None);
     }
 }
 
