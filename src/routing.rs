@@ -125,11 +125,11 @@ impl Inner {
                 };
                 match refused.kind() {
                     SendErrorKind::MailboxFull if waiting.actor.is_none() => {
-                        let ticket = entry.state.flow.wait(waker);
+                        let ticket = entry.state.flow.waiters.register(waker);
                         waiting.actor = Some((Arc::clone(&entry.state), ticket));
                     }
                     SendErrorKind::ShardFull if waiting.shard.is_none() => {
-                        waiting.shard = Some((shard.shared.index, shard.shared.load.wait(waker)));
+                        waiting.shard = Some((shard.shared.index, shard.shared.load.waiters.register(waker)));
                     }
                     SendErrorKind::MailboxFull | SendErrorKind::ShardFull => {
                         return Err(Routed::Wait(refused.into_inner()));
@@ -148,11 +148,11 @@ impl Inner {
     /// Withdraws the registrations of a sender that no longer waits.
     pub(crate) fn stop_waiting(&self, waiting: &mut Waiting) {
         if let Some((state, ticket)) = waiting.actor.take() {
-            state.flow.stop_waiting(ticket);
+            state.flow.waiters.remove(ticket);
         }
         if let Some((index, ticket)) = waiting.shard.take() {
             if let Some(shard) = self.shards.get(index) {
-                shard.shared.load.stop_waiting(ticket);
+                shard.shared.load.waiters.remove(ticket);
             }
         }
     }
@@ -227,7 +227,7 @@ impl Inner {
         let state = &entry.state;
         state.unlink(RequestError::ActorNotFound);
         // Senders waiting for room try again, and find the actor gone.
-        state.flow.wake_waiters();
+        state.flow.waiters.wake_all();
         for channel in state.take_channels() {
             if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
                 let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
@@ -251,53 +251,50 @@ impl Inner {
         }
     }
 
-    /// Suspends `who` (see `delivery`, invariant 7). `Ok(false)`: it already was.
-    pub(crate) fn suspend(&self, who: Participant) -> Result<bool, Halt> {
+    /// Runs `f` on `who`'s shard and table slot under the entry's write lock: no
+    /// put into the mailbox is in progress, every later one sees what `f` did,
+    /// and a command `f` posts is ahead of any message sent after it.
+    fn with_slot<R>(
+        &self,
+        who: Participant,
+        f: impl FnOnce(&ShardHandle, &mut Arc<Entry>) -> Result<R, Halt>,
+    ) -> Result<R, Halt> {
         let shard = self.shard(&who);
         shard
             .shared
             .table
-            .with_mut(&who, |entry| {
-                // Under the write lock: no put into the mailbox is in progress,
-                // and every later one sees the flag.
-                if self.is_closed() {
-                    return Err(Halt::Shutdown);
-                }
-                if shard.shared.is_failed() {
-                    return Err(Halt::ShardFailed);
-                }
-                if !entry.state.flow.suspend() {
-                    return Ok(false);
-                }
-                // Posted under the lock: ahead of any message sent after it.
-                if shard.cmd.send(Cmd::Suspend(Arc::clone(entry))).is_err() {
-                    entry.state.flow.resume();
-                    return Err(if shard.shared.is_failed() { Halt::ShardFailed } else { Halt::Shutdown });
-                }
-                Ok(true)
-            })
+            .with_mut(&who, |slot| if self.is_closed() { Err(Halt::Shutdown) } else { f(shard, slot) })
             .unwrap_or_else(|| Err(self.not_found()))
+    }
+
+    /// Suspends `who` (see `delivery`, invariant 7). `Ok(false)`: it already was.
+    pub(crate) fn suspend(&self, who: Participant) -> Result<bool, Halt> {
+        self.with_slot(who, |shard, entry| {
+            if shard.shared.is_failed() {
+                return Err(Halt::ShardFailed);
+            }
+            if !entry.state.flow.suspend() {
+                return Ok(false);
+            }
+            if shard.cmd.send(Cmd::Suspend(Arc::clone(entry))).is_err() {
+                entry.state.flow.resume();
+                return Err(if shard.shared.is_failed() { Halt::ShardFailed } else { Halt::Shutdown });
+            }
+            Ok(true)
+        })
     }
 
     /// Resumes `who`: the shard delivers what it held, in order, then sends
     /// flow as before. `Ok(false)`: it was not suspended.
     pub(crate) fn resume(&self, who: Participant) -> Result<bool, Halt> {
-        let shard = self.shard(&who);
-        shard
-            .shared
-            .table
-            .with_mut(&who, |entry| {
-                if self.is_closed() {
-                    return Err(Halt::Shutdown);
-                }
-                if !entry.state.flow.resume() {
-                    return Ok(false);
-                }
-                // A failed shard holds nothing any more (it let go of its queues).
-                let _ = shard.cmd.send(Cmd::Resume(Arc::clone(entry)));
-                Ok(true)
-            })
-            .unwrap_or_else(|| Err(self.not_found()))
+        self.with_slot(who, |shard, entry| {
+            if !entry.state.flow.resume() {
+                return Ok(false);
+            }
+            // A failed shard holds nothing any more (it let go of its queues).
+            let _ = shard.cmd.send(Cmd::Resume(Arc::clone(entry)));
+            Ok(true)
+        })
     }
 
     /// Makes `mailbox` the mailbox of `who` (see `delivery`, invariant 8): the
@@ -317,37 +314,30 @@ impl Inner {
         // mailbox, its receiver must be able to tell the shard of room.
         state.link(who, registrar(this));
         let new = Arc::new(Entry::new(who, mailbox));
-        let swapped = shard
-            .shared
-            .table
-            .with_mut(&who, |slot| {
-                if this.is_closed() {
-                    return Err(Halt::Shutdown);
-                }
-                if shard.shared.is_failed() {
-                    return Err(Halt::ShardFailed);
-                }
-                let old = Arc::clone(slot);
-                // Every send to the new entry goes through the shard until the
-                // move is over; the old one's suspension carries over.
-                new.state.flow.begin_move(old.state.flow.is_suspended());
-                // Before the swap: the shard, finding `old` no longer in the
-                // table, must know to keep its messages for the move.
-                old.set_replaced(true);
-                *slot = Arc::clone(&new);
-                // Posted under the lock: ahead of any message sent to `new`.
-                let replace = Cmd::Replace { old: Arc::clone(&old), new: Arc::clone(&new) };
-                if shard.cmd.send(replace).is_err() {
-                    old.set_replaced(false);
-                    *slot = old;
-                    return Err(Halt::ShardFailed);
-                }
-                old.state.hand_over_to(&new.state);
-                // Senders waiting on the old flow try again, on the new entry.
-                old.state.flow.wake_waiters();
-                Ok(())
-            })
-            .unwrap_or_else(|| Err(this.not_found()));
+        let swapped = this.with_slot(who, |shard, slot| {
+            if shard.shared.is_failed() {
+                return Err(Halt::ShardFailed);
+            }
+            let old = Arc::clone(slot);
+            // Every send to the new entry goes through the shard until the
+            // move is over; the old one's suspension carries over.
+            new.state.flow.begin_move(old.state.flow.is_suspended());
+            // Before the swap: the shard, finding `old` no longer in the
+            // table, must know to keep its messages for the move.
+            old.set_replaced(true);
+            *slot = Arc::clone(&new);
+            // Posted under the lock: ahead of any message sent to `new`.
+            let replace = Cmd::Replace { old: Arc::clone(&old), new: Arc::clone(&new) };
+            if shard.cmd.send(replace).is_err() {
+                old.set_replaced(false);
+                *slot = old;
+                return Err(Halt::ShardFailed);
+            }
+            old.state.hand_over_to(&new.state);
+            // Senders waiting on the old flow try again, on the new entry.
+            old.state.flow.waiters.wake_all();
+            Ok(())
+        });
         if let Err(halt) = swapped {
             state.reset_link();
             return Err(halt);
@@ -385,10 +375,10 @@ impl Inner {
             }
             for entry in shard.shared.table.drain() {
                 entry.state.unlink(RequestError::Shutdown);
-                entry.state.flow.wake_waiters();
+                entry.state.flow.waiters.wake_all();
                 drained.push(entry);
             }
-            shard.shared.load.wake_waiters();
+            shard.shared.load.waiters.wake_all();
         }
         self.drained.lock().append(&mut drained);
         self.channels.clear();

@@ -168,7 +168,7 @@ impl Shard {
     fn fail(&mut self, panic: &str) {
         let index = self.shared.index;
         self.shared.mark_failed();
-        self.shared.load.wake_waiters();
+        self.shared.load.waiters.wake_all();
         tracing::error!(
             shard = index,
             panic,

@@ -94,8 +94,8 @@ pub(crate) struct Flow {
     /// Set while a `Drain` notice is queued to the shard (invariant 4).
     drain_signaled: AtomicBool,
     /// Senders waiting for the actor's in-flight count to fall, or for room in
-    /// its mailbox (invariant 6).
-    waiters: WaitList,
+    /// its mailbox (invariant 6); woken to try again when the actor leaves too.
+    pub(crate) waiters: WaitList,
 }
 
 impl Flow {
@@ -211,22 +211,6 @@ impl Flow {
         // cannot happen.
         self.drain_signaled.swap(false, Ordering::SeqCst);
     }
-
-    /// Registers a sender waiting for room; returns its ticket.
-    pub(crate) fn wait(&self, waker: &Waker) -> u64 {
-        self.waiters.register(waker)
-    }
-
-    /// Withdraws a registration made by [`wait`](Self::wait).
-    pub(crate) fn stop_waiting(&self, ticket: u64) {
-        self.waiters.remove(ticket);
-    }
-
-    /// Wakes every waiting sender, so that it tries again: the actor left, or
-    /// the router is shutting down.
-    pub(crate) fn wake_waiters(&self) {
-        self.waiters.wake_all();
-    }
 }
 
 /// One shard's load: the messages parked at it for all its actors.
@@ -235,8 +219,9 @@ pub(crate) struct ShardLoad {
     parked: AtomicUsize,
     /// The most `parked` may reach before sends are refused with `ShardFull`.
     max_parked: usize,
-    /// Senders refused with `ShardFull`, waiting for `parked` to fall.
-    waiters: WaitList,
+    /// Senders refused with `ShardFull`, waiting for `parked` to fall; woken
+    /// too when the shard fails or stops.
+    pub(crate) waiters: WaitList,
 }
 
 /// Why [`ShardLoad::admit`] refused a message.
@@ -294,28 +279,12 @@ impl ShardLoad {
         flow.waiters.wake_all();
         self.waiters.wake_all();
     }
-
-    /// Registers a sender waiting for the shard's load to fall; returns its
-    /// ticket.
-    pub(crate) fn wait(&self, waker: &Waker) -> u64 {
-        self.waiters.register(waker)
-    }
-
-    /// Withdraws a registration made by [`wait`](Self::wait).
-    pub(crate) fn stop_waiting(&self, ticket: u64) {
-        self.waiters.remove(ticket);
-    }
-
-    /// Wakes every sender waiting on the shard (it failed, or is stopping).
-    pub(crate) fn wake_waiters(&self) {
-        self.waiters.wake_all();
-    }
 }
 
 /// Tasks waiting for room, each under a ticket so that a future that goes away
 /// can withdraw. Woken all at once: each tries again and registers anew if it is
 /// still refused. Empty (and unallocated) unless someone waits.
-struct WaitList {
+pub(crate) struct WaitList {
     /// Registrations alive; checked without the lock by whoever makes room.
     waiting: AtomicUsize,
     list: Mutex<Option<Box<Waiters>>>,
@@ -333,7 +302,7 @@ impl WaitList {
     }
 
     /// Registers `waker`; returns the registration's ticket.
-    fn register(&self, waker: &Waker) -> u64 {
+    pub(crate) fn register(&self, waker: &Waker) -> u64 {
         let mut list = self.list.lock();
         let waiters = list.get_or_insert_with(Box::default);
         let ticket = waiters.next_ticket;
@@ -343,7 +312,8 @@ impl WaitList {
         ticket
     }
 
-    fn remove(&self, ticket: u64) {
+    /// Withdraws the registration under `ticket`, if it is still there.
+    pub(crate) fn remove(&self, ticket: u64) {
         let mut list = self.list.lock();
         if let Some(waiters) = list.as_mut() {
             if let Some(i) = waiters.wakers.iter().position(|(t, _)| *t == ticket) {
@@ -354,7 +324,7 @@ impl WaitList {
     }
 
     /// Wakes and forgets every registration. One load when nobody waits.
-    fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return;
         }

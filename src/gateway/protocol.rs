@@ -192,13 +192,7 @@ impl Authenticate {
         if !is_authenticate {
             return Ok(None);
         }
-        let request_id = object.get("request_id").and_then(Value::as_u64).ok_or_else(|| {
-            FrameError::new(
-                None,
-                ErrorKind::MalformedFrame,
-                "a frame needs a \"request_id\" that is an unsigned integer",
-            )
-        })?;
+        let request_id = request_id_of(&object)?;
         let command = object.remove("command").unwrap_or(Value::Null);
         match serde_json::from_value::<AuthenticateCommand>(command) {
             Ok(AuthenticateCommand::Authenticate { token }) => Ok(Some(Self { request_id, token })),
@@ -559,13 +553,7 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, FrameError> {
     let Value::Object(mut object) = value else {
         return Err(FrameError::new(None, ErrorKind::MalformedFrame, "a frame must be a JSON object"));
     };
-    let request_id = object.get("request_id").and_then(Value::as_u64).ok_or_else(|| {
-        FrameError::new(
-            None,
-            ErrorKind::MalformedFrame,
-            "a frame needs a \"request_id\" that is an unsigned integer",
-        )
-    })?;
+    let request_id = request_id_of(&object)?;
     let id = Some(request_id);
     let command = object
         .remove("command")
@@ -612,6 +600,17 @@ fn check_ids(fields: &serde_json::Map<String, Value>) -> Result<(), String> {
         text.parse::<ChannelId>().map_err(|e| format!("\"channel_id\": {e}"))?;
     }
     Ok(())
+}
+
+/// A frame's `request_id`: an unsigned integer, or the frame is malformed.
+fn request_id_of(object: &serde_json::Map<String, Value>) -> Result<u64, FrameError> {
+    object.get("request_id").and_then(Value::as_u64).ok_or_else(|| {
+        FrameError::new(
+            None,
+            ErrorKind::MalformedFrame,
+            "a frame needs a \"request_id\" that is an unsigned integer",
+        )
+    })
 }
 
 /// Encodes a frame as JSON.
