@@ -59,7 +59,8 @@
 //!   [`Router::blocking_send`], [`Router::tell`], [`Router::request`],
 //!   [`Router::request_async`], [`Router::deliver`]).
 //! * Actors' side: [`Mailbox`], [`ActorMessage`], [`ReplyHandle`].
-//! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`].
+//! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`]; `observe`
+//!   (feature `metrics`) hands the counters to the `metrics` crate's recorder.
 //! * Moving from Theater's single-task router: [`compat`].
 //! * External clients over TCP: `gateway` (features `gateway` and `server`).
 
@@ -72,6 +73,8 @@ mod channel_api;
 pub mod compat;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub mod observe;
 mod router;
 mod send_api;
 // Routing: the core every call goes through, and the channel table.
@@ -92,6 +95,7 @@ mod table;
 mod error;
 mod fence;
 mod ids;
+mod latency;
 mod metrics;
 mod sync;
 #[cfg(test)]
@@ -104,6 +108,7 @@ pub use error::{
     SendError, SendErrorKind, TryRecvError, UnregisterError,
 };
 pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
+pub use latency::{LatencySnapshot, RequestCounts, RequestOutcome};
 pub use mailbox::{mailbox, Mailbox, MailboxSender};
 pub use message::{
     reply_channel, ActorMessage, ChannelOpenReply, ReplyHandle, ReplyReceiver, ResponseFuture,
