@@ -24,6 +24,7 @@ use super::protocol::{
     decode_server_frame, encode, ActorInfo, ClientFrame, Command, ErrorKind, Event, Response, ServerFrame,
 };
 use super::server::{frame_codec, DEFAULT_MAX_FRAME_LENGTH};
+use super::stats::StatsReport;
 use crate::ids::{ActorId, ChannelId};
 
 /// Why a client call failed.
@@ -275,6 +276,17 @@ impl Client {
     pub async fn close_channel(&self, channel_id: ChannelId) -> Result<(), ClientError> {
         match self.call(Command::CloseChannel { channel_id }).await? {
             Response::ChannelClosed { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads the router's counters, per shard ([`Command::Stats`]).
+    ///
+    /// # Errors
+    /// A connection error.
+    pub async fn stats(&self) -> Result<StatsReport, ClientError> {
+        match self.call(Command::Stats).await? {
+            Response::Stats(report) => Ok(report),
             other => Err(unexpected(other)),
         }
     }

@@ -34,6 +34,7 @@ mod protocol_tests;
 #[cfg(feature = "server")]
 mod server;
 mod session;
+mod stats;
 
 #[cfg(feature = "server")]
 pub use client::{Client, ClientConfig, ClientError, Events};
@@ -43,3 +44,4 @@ pub use protocol::{
 #[cfg(feature = "server")]
 pub use server::{frame_codec, Server, ServerConfig, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH};
 pub use session::{FrameReply, NameLookup, Pending, Session, SessionConfig};
+pub use stats::{ChannelStats, ShardStats, StatsReport};

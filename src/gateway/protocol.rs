@@ -28,6 +28,7 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::stats::StatsReport;
 use crate::error::{ChannelError, RequestError, SendErrorKind};
 use crate::ids::{ActorId, ChannelId};
 
@@ -88,6 +89,8 @@ pub enum Command {
     },
     /// Lists the registered actors. Answered by [`Response::ActorList`].
     ListActors,
+    /// Reads the router's counters. Answered by [`Response::Stats`].
+    Stats,
 }
 
 impl Command {
@@ -101,13 +104,21 @@ impl Command {
             Self::SendOnChannel { .. } => "SendOnChannel",
             Self::CloseChannel { .. } => "CloseChannel",
             Self::ListActors => "ListActors",
+            Self::Stats => "Stats",
         }
     }
 }
 
 /// The names of every command, as they appear on the wire.
-pub const COMMAND_NAMES: [&str; 6] =
-    ["SendActorMessage", "RequestActorMessage", "OpenChannel", "SendOnChannel", "CloseChannel", "ListActors"];
+pub const COMMAND_NAMES: [&str; 7] = [
+    "SendActorMessage",
+    "RequestActorMessage",
+    "OpenChannel",
+    "SendOnChannel",
+    "CloseChannel",
+    "ListActors",
+    "Stats",
+];
 
 /// One registered actor, as listed by [`Response::ActorList`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +186,8 @@ pub enum Response {
         /// What went wrong, for people.
         message: String,
     },
+    /// The router's counters, per shard.
+    Stats(StatsReport),
 }
 
 impl Response {

@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::protocol::{decode_client_frame, ActorInfo, Command, ErrorKind, Event, Response, ServerFrame};
+use super::stats::StatsReport;
 use crate::channel_api::OpenFuture;
 use crate::error::RegisterError;
 use crate::ids::{ActorId, ExternalId};
@@ -181,6 +182,7 @@ impl Session {
                 actors.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
                 ready(Response::ActorList { actors })
             }
+            Command::Stats => ready(Response::Stats(StatsReport::new(&router.metrics()))),
         }
     }
 
@@ -204,19 +206,43 @@ impl Session {
     pub fn execute_frame(&self, bytes: &[u8]) -> FrameReply {
         match decode_client_frame(bytes) {
             Ok(frame) => {
-                let mut pending = self.execute(frame.command);
+                let span = self.span_for(frame.request_id, &frame.command);
+                let mut pending = span.in_scope(|| self.execute(frame.command));
                 match pending.take_ready() {
                     Some(response) => FrameReply::Ready(ServerFrame::Response {
                         request_id: Some(frame.request_id),
                         response,
                     }),
-                    None => FrameReply::InFlight { request_id: frame.request_id, pending },
+                    None => {
+                        FrameReply::InFlight { request_id: frame.request_id, pending: pending.traced(span) }
+                    }
                 }
             }
             Err(e) => {
                 tracing::debug!(client = %self.id, error = %e, "gateway bad frame");
                 FrameReply::Ready(e.into_frame())
             }
+        }
+    }
+
+    /// A `debug` span for a request or channel open, carrying the frame's
+    /// `request_id` and target; its `outcome` (and an open's `channel_id`) is
+    /// recorded when the answer is ready. Disabled for other commands.
+    fn span_for(&self, request_id: u64, command: &Command) -> tracing::Span {
+        let empty = tracing::field::Empty;
+        match command {
+            Command::RequestActorMessage { id, .. } => {
+                tracing::debug_span!("gateway_request", client = %self.id, request_id, target = %id, outcome = empty)
+            }
+            Command::OpenChannel { actor_id, .. } => tracing::debug_span!(
+                "gateway_open_channel",
+                client = %self.id,
+                request_id,
+                target = %actor_id,
+                channel_id = empty,
+                outcome = empty
+            ),
+            _ => tracing::Span::none(),
         }
     }
 
@@ -309,8 +335,16 @@ pub struct Pending(State);
 
 enum State {
     Ready(Option<Response>),
-    Request { id: ActorId, future: ResponseFuture },
-    Open { actor_id: ActorId, future: OpenFuture },
+    Request {
+        id: ActorId,
+        future: ResponseFuture,
+    },
+    Open {
+        actor_id: ActorId,
+        future: OpenFuture,
+    },
+    /// An answer polled inside its span, which records the outcome.
+    Traced(Box<Pending>, tracing::Span),
 }
 
 impl Pending {
@@ -318,9 +352,32 @@ impl Pending {
     pub fn take_ready(&mut self) -> Option<Response> {
         match &mut self.0 {
             State::Ready(response) => response.take(),
-            State::Request { .. } | State::Open { .. } => None,
+            State::Request { .. } | State::Open { .. } | State::Traced(..) => None,
         }
     }
+
+    /// This answer, polled inside `span`, which records its outcome (unchanged
+    /// when the span is disabled).
+    fn traced(self, span: tracing::Span) -> Self {
+        if span.is_disabled() {
+            self
+        } else {
+            Self(State::Traced(Box::new(self), span))
+        }
+    }
+}
+
+/// Records `response` in its span (entered) and says so at `debug`.
+fn record_outcome(span: &tracing::Span, response: &Response) {
+    let outcome = match response {
+        Response::Error { kind, .. } => kind.to_string(),
+        _ => "ok".to_owned(),
+    };
+    span.record("outcome", outcome.as_str());
+    if let Response::ChannelOpened { channel_id, .. } = response {
+        span.record("channel_id", tracing::field::display(channel_id));
+    }
+    tracing::debug!(outcome, "gateway answer ready");
 }
 
 impl Future for Pending {
@@ -345,6 +402,14 @@ impl Future for Pending {
                 },
                 Err(e) => Response::error(e.error().into(), format!("channel to {actor_id}: {e}")),
             }),
+            State::Traced(inner, span) => {
+                let _entered = span.enter();
+                let answer = Pin::new(&mut **inner).poll(cx);
+                if let Poll::Ready(response) = &answer {
+                    record_outcome(span, response);
+                }
+                answer
+            }
         }
     }
 }
@@ -355,6 +420,7 @@ impl fmt::Debug for Pending {
             State::Ready(_) => "ready",
             State::Request { .. } => "request",
             State::Open { .. } => "open",
+            State::Traced(..) => "traced",
         };
         f.debug_tuple("Pending").field(&what).finish()
     }
