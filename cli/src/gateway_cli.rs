@@ -30,8 +30,13 @@ pub enum GatewayCommand {
     /// Send a request (UTF-8 text) to an actor and print its reply.
     Request(RequestArgs),
     /// Open a channel to an actor: stdin lines go out on it, incoming messages are
-    /// printed. End of input closes the channel.
+    /// printed. At end of input the channel is closed once the actor has been
+    /// quiet for `--linger-ms`.
     Channel(ChannelArgs),
+    /// Watch a running gateway's router: per shard messages/s, overflow depth,
+    /// rejects, dead letters, requests/s, request latency, actors; refreshed
+    /// every second (`--once`: one snapshot).
+    Stats(crate::stats::StatsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -45,7 +50,14 @@ pub struct ServeArgs {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_LENGTH)]
     pub max_frame_length: usize,
+    /// Serve the router's metrics at http://ADDR/metrics (Prometheus text format);
+    /// the flag alone serves them on 127.0.0.1:9420. Logging follows RUST_LOG.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_BIND)]
+    pub metrics_bind: Option<SocketAddr>,
 }
+
+/// Where `serve --metrics-bind` listens when given no address: loopback only.
+pub const DEFAULT_METRICS_BIND: &str = "127.0.0.1:9420";
 
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
@@ -89,6 +101,10 @@ pub struct ChannelArgs {
     /// The first message, sent with the open.
     #[arg(long, default_value = "")]
     pub initial: String,
+    /// After end of input, how long the actor must stay quiet before the channel
+    /// is closed, in milliseconds: the answers to the last lines still arrive.
+    #[arg(long, default_value_t = 300)]
+    pub linger_ms: u64,
 }
 
 pub fn run(command: GatewayCommand) -> Result<(), Box<dyn Error>> {
@@ -100,11 +116,13 @@ pub fn run(command: GatewayCommand) -> Result<(), Box<dyn Error>> {
             GatewayCommand::Send(args) => send(args).await,
             GatewayCommand::Request(args) => request(args).await,
             GatewayCommand::Channel(args) => channel(args).await,
+            GatewayCommand::Stats(args) => crate::stats::run(args).await,
         }
     })
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
+    crate::observe::init_logging();
     let mut builder = Router::builder();
     if let Some(n) = args.shards {
         builder = builder.shards(n);
@@ -122,6 +140,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         names.insert(id, name.to_owned());
         println!("{id}  {name}");
     }
+    let _metrics = match args.metrics_bind {
+        Some(addr) => {
+            let metrics = crate::observe::serve_metrics(&router, addr)?;
+            println!("metrics at http://{addr}/metrics");
+            Some(metrics)
+        }
+        None => None,
+    };
     let names = Arc::new(names);
     let session = SessionConfig::default().names(move |id| names.get(&id).cloned());
     let config =
@@ -245,15 +271,20 @@ async fn channel(args: ChannelArgs) -> Result<(), Box<dyn Error>> {
         }
     })?;
 
+    // After end of input, answers to the last lines may still be on their way:
+    // the channel closes once the actor has been quiet for `linger`.
+    let linger = Duration::from_millis(args.linger_ms);
+    let mut input_open = true;
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
+            line = lines.recv(), if input_open => match line {
                 Some(line) => client.send_on_channel(channel_id, line.into_bytes()).await?,
-                None => {
-                    client.close_channel(channel_id).await?;
-                    println!("channel closed");
-                    return Ok(());
-                }
+                None => input_open = false,
+            },
+            () = tokio::time::sleep(linger), if !input_open => {
+                client.close_channel(channel_id).await?;
+                println!("channel closed");
+                return Ok(());
             },
             event = events.next() => match event {
                 Some(Event::ChannelMessage { channel_id: c, message }) if c == channel_id => println!("< {}", show(&message)),

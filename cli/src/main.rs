@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod gateway_cli;
+mod observe;
+mod stats;
 
 #[derive(Parser)]
 #[command(version, about = "Sharded, high-throughput message routing for actor runtimes")]
