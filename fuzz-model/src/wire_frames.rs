@@ -567,6 +567,12 @@ impl Harness {
                 ];
                 assert_eq!(response, Response::ActorList { actors }, "{ctx}");
             }
+            Command::Stats => {
+                let Response::Stats(report) = &response else {
+                    panic!("{ctx}: stats answered with {response:?}")
+                };
+                assert!(!report.shards.is_empty(), "{ctx}: stats without shards");
+            }
             other => panic!("frame {index}: a command the harness does not know: {other:?}"),
         }
     }
