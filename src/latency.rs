@@ -244,15 +244,11 @@ impl RequestCounts {
 }
 
 /// A latency histogram's counts (see the module docs for the buckets).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct LatencySnapshot {
+    /// Counts by bucket, without trailing empty buckets (so that an empty
+    /// histogram allocates nothing and equal counts compare equal).
     buckets: Vec<u64>,
-}
-
-impl Default for LatencySnapshot {
-    fn default() -> Self {
-        Self { buckets: vec![0; BUCKETS] }
-    }
 }
 
 impl fmt::Debug for LatencySnapshot {
@@ -270,12 +266,15 @@ impl LatencySnapshot {
     /// repeated ones, add up in the last and the same bucket).
     #[must_use]
     pub fn from_sparse(pairs: impl IntoIterator<Item = (usize, u64)>) -> Self {
-        let mut snapshot = Self::default();
-        for (index, count) in pairs {
-            let slot = &mut snapshot.buckets[index.min(BUCKETS - 1)];
-            *slot = slot.saturating_add(count);
+        let mut buckets = Vec::new();
+        for (index, count) in pairs.into_iter().filter(|&(_, count)| count > 0) {
+            let index = index.min(BUCKETS - 1);
+            if buckets.len() <= index {
+                buckets.resize(index + 1, 0);
+            }
+            buckets[index] = u64::saturating_add(buckets[index], count);
         }
-        snapshot
+        Self { buckets }
     }
 
     /// The non-empty buckets as `(bucket, count)` pairs, in bucket order.
@@ -314,12 +313,15 @@ impl LatencySnapshot {
     /// buckets that went down count as empty.
     #[must_use]
     pub fn since(&self, earlier: &Self) -> Self {
-        let buckets = self.buckets.iter().zip(&earlier.buckets).map(|(now, then)| now.saturating_sub(*then));
-        Self { buckets: buckets.collect() }
+        let then = |i| earlier.buckets.get(i).copied().unwrap_or(0);
+        Self::from_sparse(self.sparse().map(|(i, now)| (i, now.saturating_sub(then(i)))))
     }
 
     /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: &Self) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a = a.saturating_add(*b);
         }
@@ -376,5 +378,9 @@ mod tests {
         assert!(p50 > Duration::from_micros(4700) && p50 < Duration::from_micros(5300), "{p50:?}");
         assert_eq!(LatencySnapshot::from_sparse(later.sparse()), later);
         assert_eq!(LatencySnapshot::default().quantile(0.5), None);
+        assert_eq!(later.since(&later), LatencySnapshot::default(), "nothing new: empty");
+        let mut sum = LatencySnapshot::default();
+        sum.add(&later);
+        assert_eq!(sum, later);
     }
 }

@@ -102,7 +102,8 @@ pub struct ChannelArgs {
     #[arg(long, default_value = "")]
     pub initial: String,
     /// After end of input, how long the actor must stay quiet before the channel
-    /// is closed, in milliseconds: the answers to the last lines still arrive.
+    /// is closed, in milliseconds (at most ten times this in all): the answers to
+    /// the last lines still arrive.
     #[arg(long, default_value_t = 300)]
     pub linger_ms: u64,
 }
@@ -272,16 +273,21 @@ async fn channel(args: ChannelArgs) -> Result<(), Box<dyn Error>> {
     })?;
 
     // After end of input, answers to the last lines may still be on their way:
-    // the channel closes once the actor has been quiet for `linger`.
+    // the channel closes once the actor has been quiet for `linger`, and at the
+    // latest ten lingers after the input ended (an actor that never stops
+    // talking does not keep it open).
     let linger = Duration::from_millis(args.linger_ms);
-    let mut input_open = true;
+    let mut input_ended = None;
     loop {
+        let close_at = input_ended.map(|ended: tokio::time::Instant| {
+            (tokio::time::Instant::now() + linger).min(ended + linger.saturating_mul(10))
+        });
         tokio::select! {
-            line = lines.recv(), if input_open => match line {
+            line = lines.recv(), if input_ended.is_none() => match line {
                 Some(line) => client.send_on_channel(channel_id, line.into_bytes()).await?,
-                None => input_open = false,
+                None => input_ended = Some(tokio::time::Instant::now()),
             },
-            () = tokio::time::sleep(linger), if !input_open => {
+            () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
                 client.close_channel(channel_id).await?;
                 println!("channel closed");
                 return Ok(());
