@@ -110,7 +110,9 @@ impl ShardHandle {
 /// sink is counted in `callback_panics` and the caller carries on.
 pub(crate) fn deliver_dead_letter(counters: &Counters, sink: Option<&DeadLetterSink>, letter: DeadLetter) {
     Counters::bump(&counters.dead_letters);
-    tracing::debug!(actor = %letter.target, reason = ?letter.reason, "dead letter");
+    #[cfg(feature = "metrics")]
+    Counters::bump(&counters.dead_letters_by_reason[letter.reason.index()]);
+    tracing::warn!(actor = %letter.target, reason = ?letter.reason, len = letter.data.len(), "dead letter");
     if let Some(sink) = sink {
         if !fence::call("dead-letter sink", || sink(letter)) {
             Counters::bump(&counters.callback_panics);

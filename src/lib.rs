@@ -61,7 +61,8 @@
 //! * Actors' side: [`Mailbox`], [`ActorMessage`], [`ReplyHandle`].
 //! * Hot reload: [`Router::suspend`], [`Router::replace_mailbox`],
 //!   [`Router::resume`].
-//! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`].
+//! * Observing: [`Router::metrics`], [`RouterBuilder::on_dead_letter`]; `observe`
+//!   (feature `metrics`) hands the counters to the `metrics` crate's recorder.
 //! * Moving from Theater's single-task router: [`compat`].
 //! * External clients over TCP: `gateway` (features `gateway` and `server`).
 
@@ -74,6 +75,8 @@ mod channel_api;
 pub mod compat;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub mod observe;
 mod reload;
 mod router;
 mod send_api;
@@ -95,6 +98,7 @@ mod table;
 mod error;
 mod fence;
 mod ids;
+mod latency;
 mod metrics;
 mod sync;
 #[cfg(test)]
@@ -107,6 +111,7 @@ pub use error::{
     RequestFailed, SendError, SendErrorKind, TryRecvError, UnregisterError,
 };
 pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
+pub use latency::{LatencySnapshot, RequestCounts, RequestOutcome};
 pub use mailbox::{mailbox, Mailbox, MailboxSender};
 pub use message::{
     reply_channel, ActorMessage, ChannelOpenReply, ReplyHandle, ReplyReceiver, ResponseFuture,

@@ -204,6 +204,9 @@ impl fmt::Debug for ReplyHandle {
 #[must_use = "a response future does nothing unless polled"]
 pub struct ResponseFuture {
     pub(crate) inner: Result<Arc<ReplySlot<Vec<u8>>>, Option<RequestFailed>>,
+    /// Times the request, until the outcome is polled (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) probe: Option<crate::latency::Probe>,
 }
 
 impl Future for ResponseFuture {
@@ -211,10 +214,17 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match &mut this.inner {
+        let outcome = match &mut this.inner {
             Ok(slot) => slot.poll_outcome(cx),
             Err(failed) => Poll::Ready(Err(failed.take().unwrap_or_else(|| RequestError::NoReply.into()))),
+        };
+        #[cfg(feature = "metrics")]
+        if let Poll::Ready(result) = &outcome {
+            if let Some(probe) = this.probe.take() {
+                probe.finish(result.as_ref().err().map(RequestFailed::error));
+            }
         }
+        outcome
     }
 }
 

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use crate::ids::{ChannelId, Participant};
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::latency::{RequestCounts, RequestStats};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 
 /// Cells of a [`Striped`] counter (one under loom, where a single cell is enough
 /// and keeps models small).
@@ -57,6 +58,15 @@ pub(crate) struct Counters {
     pub(crate) callback_panics: AtomicU64,
     pub(crate) pending_timers: AtomicUsize,
     pub(crate) moved: AtomicU64,
+    /// Dead letters by [`DeadLetterReason::index`] (feature `metrics`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) dead_letters_by_reason: [AtomicU64; DeadLetterReason::ALL.len()],
+    /// Requests to the shard's actors, counted by their requesters as they
+    /// resolve (feature `metrics`); shared with requests in flight.
+    pub(crate) requests: Arc<RequestStats>,
+    /// Nanoseconds the shard thread spent handling commands and timers (feature
+    /// `metrics`).
+    pub(crate) busy_nanos: AtomicU64,
 }
 
 impl Counters {
@@ -77,6 +87,8 @@ impl Counters {
             pending_timers: self.pending_timers.load(Ordering::Relaxed),
             moved: self.moved.load(Ordering::Relaxed),
             failed,
+            requests: self.requests.snapshot(),
+            busy: std::time::Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
         }
     }
 }
@@ -112,6 +124,12 @@ pub struct ShardMetrics {
     /// counted as delivered when it reached the old mailbox and is counted again
     /// as it reaches the new one.
     pub moved: u64,
+    /// Requests to the shard's actors that resolved, by outcome, and their
+    /// latencies (counted with the feature `metrics`; zero without it).
+    pub requests: RequestCounts,
+    /// Time the shard thread spent working (handling commands and timers) rather
+    /// than waiting for them (measured with the feature `metrics`; zero without it).
+    pub busy: std::time::Duration,
 }
 
 /// A snapshot of the channel table's counters.
@@ -155,6 +173,8 @@ impl RouterMetrics {
             sum.pending_timers += s.pending_timers;
             sum.moved += s.moved;
             sum.failed |= s.failed;
+            sum.requests.add(&s.requests);
+            sum.busy += s.busy;
         }
         sum
     }
@@ -179,6 +199,47 @@ pub enum DeadLetterReason {
     ShardFull,
     /// The message's shard failed before it could be delivered.
     ShardFailed,
+}
+
+impl DeadLetterReason {
+    /// Every reason, in the order of [`index`](Self::index).
+    pub const ALL: [Self; 7] = [
+        Self::ActorNotFound,
+        Self::MailboxFull,
+        Self::MailboxClosed,
+        Self::Unregistered,
+        Self::Shutdown,
+        Self::ShardFull,
+        Self::ShardFailed,
+    ];
+
+    /// The reason's position in [`ALL`](Self::ALL).
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            Self::ActorNotFound => 0,
+            Self::MailboxFull => 1,
+            Self::MailboxClosed => 2,
+            Self::Unregistered => 3,
+            Self::Shutdown => 4,
+            Self::ShardFull => 5,
+            Self::ShardFailed => 6,
+        }
+    }
+
+    /// Its label value: `actor_not_found`, `mailbox_full`, ...
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ActorNotFound => "actor_not_found",
+            Self::MailboxFull => "mailbox_full",
+            Self::MailboxClosed => "mailbox_closed",
+            Self::Unregistered => "unregistered",
+            Self::Shutdown => "shutdown",
+            Self::ShardFull => "shard_full",
+            Self::ShardFailed => "shard_failed",
+        }
+    }
 }
 
 /// A one-way message that was accepted (or told) but could not be delivered.

@@ -246,8 +246,20 @@ impl Router {
     /// (the shard resolves it right after the unregistration);
     /// `MailboxFull`, `ShardFull`, `MailboxClosed`; `ShardFailed`; `Shutdown`.
     pub fn request(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, RequestFailed> {
+        #[cfg(feature = "metrics")]
+        let probe = self.request_probe(id);
         let deadline = time::deadline_in(timeout);
-        self.start_request(id, data, deadline)?.wait_or_expire(deadline)
+        let outcome = self.start_request(id, data, deadline).and_then(|slot| slot.wait_or_expire(deadline));
+        #[cfg(feature = "metrics")]
+        probe.finish(outcome.as_ref().err().map(RequestFailed::error));
+        outcome
+    }
+
+    /// Starts timing a request to `id`, counted on its shard (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    fn request_probe(&self, id: ActorId) -> crate::latency::Probe {
+        let shard = self.inner.shard(&Participant::Actor(id));
+        crate::latency::Probe::start(&shard.shared.counters.requests)
     }
 
     /// Sends a request; the future resolves with exactly one outcome, as for
@@ -270,7 +282,13 @@ impl Router {
     /// Dropping the future before it completes abandons the request: the actor's
     /// [`ReplyHandle::is_resolved`] turns `true` and a later reply is refused.
     pub fn request_async(&self, id: ActorId, data: Vec<u8>, timeout: Duration) -> ResponseFuture {
-        ResponseFuture { inner: self.start_request(id, data, time::deadline_in(timeout)).map_err(Some) }
+        #[cfg(feature = "metrics")]
+        let probe = Some(self.request_probe(id));
+        ResponseFuture {
+            inner: self.start_request(id, data, time::deadline_in(timeout)).map_err(Some),
+            #[cfg(feature = "metrics")]
+            probe,
+        }
     }
 
     /// Attaches an external client's endpoint (a mailbox like an actor's) and

@@ -116,6 +116,8 @@ impl Shard {
                     Err(_) => break,
                 },
             };
+            #[cfg(feature = "metrics")]
+            let woke = time::now();
             if let Some(cmd) = first {
                 if !self.handle(cmd) {
                     break;
@@ -134,7 +136,17 @@ impl Shard {
             if self.next_sweep.is_some_and(|at| time::now() >= at) {
                 self.sweep();
             }
+            #[cfg(feature = "metrics")]
+            self.count_busy(woke);
         }
+    }
+
+    /// Adds the time since `woke` to the shard's busy time (feature `metrics`):
+    /// two clock reads per wake-up, however many commands it handled.
+    #[cfg(feature = "metrics")]
+    fn count_busy(&self, woke: Instant) {
+        let nanos = u64::try_from(time::now().saturating_duration_since(woke).as_nanos()).unwrap_or(u64::MAX);
+        self.shared.counters.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Handles one command; `false` means stop.

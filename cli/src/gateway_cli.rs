@@ -39,11 +39,16 @@ pub enum GatewayCommand {
     /// Send a request (UTF-8 text) to an actor and print its reply.
     Request(RequestArgs),
     /// Open a channel to an actor: stdin lines go out on it, incoming messages are
-    /// printed. End of input closes the channel.
+    /// printed. At end of input the channel is closed once the actor has been
+    /// quiet for `--linger-ms`.
     Channel(ChannelArgs),
     /// Update an actor to the server's next version of it (the demo's `greeter`
     /// goes from v1 to v2), with no message lost.
     Update(UpdateArgs),
+    /// Watch a running gateway's router: per shard messages/s, overflow depth,
+    /// rejects, dead letters, requests/s, request latency, actors; refreshed
+    /// every second (`--once`: one snapshot).
+    Stats(crate::stats::StatsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,7 +105,14 @@ pub struct ServeArgs {
     /// Commands one client may send at once after a quiet spell.
     #[arg(long, default_value_t = 2000)]
     pub rate_burst: u32,
+    /// Serve the router's metrics at http://ADDR/metrics (Prometheus text format);
+    /// the flag alone serves them on 127.0.0.1:9420. Logging follows RUST_LOG.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_BIND)]
+    pub metrics_bind: Option<SocketAddr>,
 }
+
+/// Where `serve --metrics-bind` listens when given no address: loopback only.
+pub const DEFAULT_METRICS_BIND: &str = "127.0.0.1:9420";
 
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
@@ -154,6 +166,11 @@ pub struct ChannelArgs {
     /// The first message, sent with the open.
     #[arg(long, default_value = "")]
     pub initial: String,
+    /// After end of input, how long the actor must stay quiet before the channel
+    /// is closed, in milliseconds (at most ten times this in all): the answers to
+    /// the last lines still arrive.
+    #[arg(long, default_value_t = 300)]
+    pub linger_ms: u64,
 }
 
 pub fn run(command: GatewayCommand) -> Result<(), Box<dyn Error>> {
@@ -166,11 +183,13 @@ pub fn run(command: GatewayCommand) -> Result<(), Box<dyn Error>> {
             GatewayCommand::Request(args) => request(args).await,
             GatewayCommand::Channel(args) => channel(args).await,
             GatewayCommand::Update(args) => update(args).await,
+            GatewayCommand::Stats(args) => crate::stats::run(args).await,
         }
     })
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
+    crate::observe::init_logging();
     let mut builder = Router::builder();
     if let Some(n) = args.shards {
         builder = builder.shards(n);
@@ -207,6 +226,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     println!("{}  greeter", started.id());
     let _ = greeter.set(started);
     let _ = names.set(registered);
+    let _metrics = match args.metrics_bind {
+        Some(addr) => {
+            let metrics = crate::observe::serve_metrics(&router, addr)?;
+            println!("metrics at http://{addr}/metrics");
+            Some(metrics)
+        }
+        None => None,
+    };
     let security = match (args.token_file.is_some(), args.tls_cert.is_some()) {
         (true, true) => "tokens, TLS",
         (true, false) => "tokens",
@@ -370,15 +397,25 @@ async fn channel(args: ChannelArgs) -> Result<(), Box<dyn Error>> {
         }
     })?;
 
+    // After end of input, answers to the last lines may still be on their way:
+    // the channel closes once the actor has been quiet for `linger`, and at the
+    // latest ten lingers after the input ended (an actor that never stops
+    // talking does not keep it open).
+    let linger = Duration::from_millis(args.linger_ms);
+    let mut input_ended = None;
     loop {
+        let close_at = input_ended.map(|ended: tokio::time::Instant| {
+            (tokio::time::Instant::now() + linger).min(ended + linger.saturating_mul(10))
+        });
         tokio::select! {
-            line = lines.recv() => match line {
+            line = lines.recv(), if input_ended.is_none() => match line {
                 Some(line) => client.send_on_channel(channel_id, line.into_bytes()).await?,
-                None => {
-                    client.close_channel(channel_id).await?;
-                    println!("channel closed");
-                    return Ok(());
-                }
+                None => input_ended = Some(tokio::time::Instant::now()),
+            },
+            () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
+                client.close_channel(channel_id).await?;
+                println!("channel closed");
+                return Ok(());
             },
             event = events.next() => match event {
                 Some(Event::ChannelMessage { channel_id: c, message }) if c == channel_id => println!("< {}", show(&message)),

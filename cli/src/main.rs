@@ -10,7 +10,9 @@ mod bench;
 mod demo;
 mod gateway_cli;
 mod greeter;
+mod observe;
 mod reload_demo;
+mod stats;
 
 #[derive(Parser)]
 #[command(version, about = "Sharded, high-throughput message routing for actor runtimes")]

@@ -571,6 +571,12 @@ impl Harness {
             Command::UpdateActor { .. } => {
                 assert_eq!(err(&response), Some(ErrorKind::UpdateFailed), "{ctx}");
             }
+            Command::Stats => {
+                let Response::Stats(report) = &response else {
+                    panic!("{ctx}: stats answered with {response:?}")
+                };
+                assert!(!report.shards.is_empty(), "{ctx}: stats without shards");
+            }
             other => panic!("frame {index}: a command the harness does not know: {other:?}"),
         }
     }

@@ -30,6 +30,7 @@ use super::protocol::{
     decode_server_frame, encode, ActorInfo, Authenticate, ClientFrame, Command, ErrorKind, Event, Response,
     ServerFrame, Token,
 };
+use super::stats::StatsReport;
 #[cfg(feature = "tls")]
 use super::tls::TlsClient;
 use crate::ids::{ActorId, ChannelId};
@@ -407,6 +408,17 @@ impl Client {
     pub async fn update_actor(&self, id: ActorId) -> Result<String, ClientError> {
         match self.call(Command::UpdateActor { id }).await? {
             Response::ActorUpdated { version, .. } => Ok(version),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads the router's counters, per shard ([`Command::Stats`]).
+    ///
+    /// # Errors
+    /// A connection error.
+    pub async fn stats(&self) -> Result<StatsReport, ClientError> {
+        match self.call(Command::Stats).await? {
+            Response::Stats(report) => Ok(report),
             other => Err(unexpected(other)),
         }
     }

@@ -50,6 +50,7 @@ mod serde_forms;
 #[cfg(feature = "server")]
 mod server;
 mod session;
+mod stats;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -68,5 +69,6 @@ pub use protocol::{
 #[cfg(feature = "server")]
 pub use server::Server;
 pub use session::{FrameReply, NameLookup, Pending, Session, SessionConfig, Updater};
+pub use stats::{ChannelStats, ShardStats, StatsReport};
 #[cfg(feature = "tls")]
 pub use tls::{TlsClient, TlsServer};

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::serde_forms::{id_text, payload, payload_opt};
+use super::stats::StatsReport;
 use crate::error::{ChannelError, RequestError, SendErrorKind};
 use crate::ids::{ActorId, ChannelId};
 
@@ -96,6 +97,8 @@ pub enum Command {
         #[serde(with = "id_text")]
         id: ActorId,
     },
+    /// Reads the router's counters. Answered by [`Response::Stats`].
+    Stats,
 }
 
 impl Command {
@@ -110,12 +113,13 @@ impl Command {
             Self::CloseChannel { .. } => "CloseChannel",
             Self::ListActors => "ListActors",
             Self::UpdateActor { .. } => "UpdateActor",
+            Self::Stats => "Stats",
         }
     }
 }
 
 /// The names of every command, as they appear on the wire.
-pub const COMMAND_NAMES: [&str; 7] = [
+pub const COMMAND_NAMES: [&str; 8] = [
     "SendActorMessage",
     "RequestActorMessage",
     "OpenChannel",
@@ -123,6 +127,7 @@ pub const COMMAND_NAMES: [&str; 7] = [
     "CloseChannel",
     "ListActors",
     "UpdateActor",
+    "Stats",
 ];
 
 /// The frame that presents a token, the first frame on a server that requires
@@ -315,6 +320,8 @@ pub enum Response {
         /// What went wrong, for people.
         message: String,
     },
+    /// The router's counters, per shard.
+    Stats(StatsReport),
 }
 
 impl Response {

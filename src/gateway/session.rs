@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::protocol::{decode_client_frame, ActorInfo, Command, ErrorKind, Event, Response, ServerFrame};
+use super::stats::StatsReport;
 use crate::channel_api::OpenFuture;
 use crate::error::RegisterError;
 use crate::ids::{ActorId, ExternalId};
@@ -207,6 +208,7 @@ impl Session {
                 Some(update) => Pending(State::Update { id, answer: run_update(Arc::clone(update), id) }),
                 None => ready(Response::error(ErrorKind::UpdateFailed, "this server cannot update actors")),
             },
+            Command::Stats => ready(Response::Stats(StatsReport::new(&router.metrics()))),
         }
     }
 
@@ -230,19 +232,43 @@ impl Session {
     pub fn execute_frame(&self, bytes: &[u8]) -> FrameReply {
         match decode_client_frame(bytes) {
             Ok(frame) => {
-                let mut pending = self.execute(frame.command);
+                let span = self.span_for(frame.request_id, &frame.command);
+                let mut pending = span.in_scope(|| self.execute(frame.command));
                 match pending.take_ready() {
                     Some(response) => FrameReply::Ready(ServerFrame::Response {
                         request_id: Some(frame.request_id),
                         response,
                     }),
-                    None => FrameReply::InFlight { request_id: frame.request_id, pending },
+                    None => {
+                        FrameReply::InFlight { request_id: frame.request_id, pending: pending.traced(span) }
+                    }
                 }
             }
             Err(e) => {
                 tracing::debug!(client = %self.id, error = %e, "gateway bad frame");
                 FrameReply::Ready(e.into_frame())
             }
+        }
+    }
+
+    /// A `debug` span for a request or channel open, carrying the frame's
+    /// `request_id` and target; its `outcome` (and an open's `channel_id`) is
+    /// recorded when the answer is ready. Disabled for other commands.
+    fn span_for(&self, request_id: u64, command: &Command) -> tracing::Span {
+        let empty = tracing::field::Empty;
+        match command {
+            Command::RequestActorMessage { id, .. } => {
+                tracing::debug_span!("gateway_request", client = %self.id, request_id, target = %id, outcome = empty)
+            }
+            Command::OpenChannel { actor_id, .. } => tracing::debug_span!(
+                "gateway_open_channel",
+                client = %self.id,
+                request_id,
+                target = %actor_id,
+                channel_id = empty,
+                outcome = empty
+            ),
+            _ => tracing::Span::none(),
         }
     }
 
@@ -349,6 +375,8 @@ enum State {
         id: ActorId,
         answer: ReplyReceiver,
     },
+    /// An answer polled inside its span, which records the outcome.
+    Traced(Box<Pending>, tracing::Span),
 }
 
 /// Runs `update` for `id` on a thread of its own; the receiver resolves with
@@ -373,9 +401,32 @@ impl Pending {
     pub fn take_ready(&mut self) -> Option<Response> {
         match &mut self.0 {
             State::Ready(response) => response.take(),
-            State::Request { .. } | State::Open { .. } | State::Update { .. } => None,
+            State::Request { .. } | State::Open { .. } | State::Update { .. } | State::Traced(..) => None,
         }
     }
+
+    /// This answer, polled inside `span`, which records its outcome (unchanged
+    /// when the span is disabled).
+    fn traced(self, span: tracing::Span) -> Self {
+        if span.is_disabled() {
+            self
+        } else {
+            Self(State::Traced(Box::new(self), span))
+        }
+    }
+}
+
+/// Records `response` in its span (entered) and says so at `debug`.
+fn record_outcome(span: &tracing::Span, response: &Response) {
+    let outcome = match response {
+        Response::Error { kind, .. } => kind.to_string(),
+        _ => "ok".to_owned(),
+    };
+    span.record("outcome", outcome.as_str());
+    if let Response::ChannelOpened { channel_id, .. } = response {
+        span.record("channel_id", tracing::field::display(channel_id));
+    }
+    tracing::debug!(outcome, "gateway answer ready");
 }
 
 impl Future for Pending {
@@ -414,6 +465,14 @@ impl Future for Pending {
                 },
                 Err(e) => Response::error(ErrorKind::UpdateFailed, format!("update of {id}: {e}")),
             }),
+            State::Traced(inner, span) => {
+                let _entered = span.enter();
+                let answer = Pin::new(&mut **inner).poll(cx);
+                if let Poll::Ready(response) = &answer {
+                    record_outcome(span, response);
+                }
+                answer
+            }
         }
     }
 }
@@ -425,6 +484,7 @@ impl fmt::Debug for Pending {
             State::Request { .. } => "request",
             State::Open { .. } => "open",
             State::Update { .. } => "update",
+            State::Traced(..) => "traced",
         };
         f.debug_tuple("Pending").field(&what).finish()
     }
