@@ -140,7 +140,7 @@ fn backpressure(c: &mut Criterion) {
     for imp in Impl::ALL {
         let fixture = Fixture::new(imp, Spec::backpressure());
         g.bench_function(BenchmarkId::new(imp.name(), "4_producers"), |b| {
-            b.iter_custom(|n| fixture.one_way(4, Mode::Acked, Full::Wait, n).elapsed)
+            b.iter_custom(|n| fixture.one_way(4, Mode::Acked, Full::Await, n).elapsed)
         });
     }
     g.finish();

@@ -103,7 +103,7 @@ fn cases() -> Vec<Case> {
         group: "7 back-pressure",
         label: "4 actors at their bound, acked, 4 producers waiting for room".to_owned(),
         spec: Spec::backpressure(),
-        work: Work::OneWay { producers: 4, mode: Mode::Acked, full: Full::Wait },
+        work: Work::OneWay { producers: 4, mode: Mode::Acked, full: Full::Await },
     });
     cases
 }
@@ -410,7 +410,12 @@ mod tests {
             // Every message waits its turn and gets through (the run ends only
             // when all of them were taken).
             let backpressure = Fixture::new(imp, Spec::backpressure());
-            assert_eq!(backpressure.one_way(4, Mode::Acked, Full::Wait, 20_000).refused, 0, "{}", imp.name());
+            assert_eq!(
+                backpressure.one_way(4, Mode::Acked, Full::Await, 20_000).refused,
+                0,
+                "{}",
+                imp.name()
+            );
         }
     }
 }

@@ -95,11 +95,13 @@ pub enum Mode {
 /// What a producer does when a mailbox is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Full {
-    /// Wait for room: ours awaits `send_async` (for channel messages, which have
-    /// no waiting send, it yields and retries on `MailboxFull`), the limit awaits
-    /// flume's `send_async`, the anchor's router task awaits the tokio mailbox's
-    /// `send().await` itself.
+    /// Wait for room: ours yields and retries on `MailboxFull` (its sends are
+    /// `try_send`), the limit awaits flume's `send_async`, the anchor's router
+    /// task awaits the tokio mailbox's `send().await` itself.
     Wait,
+    /// As `Wait`, but ours awaits `send_async`, its waiting send (for channel
+    /// messages, which have none, it yields and retries as in `Wait`).
+    Await,
     /// Take the refusal and move on (ours: `MailboxFull` past the overflow bound; the
     /// limit: `try_send`). The anchor cannot refuse: its router task waits.
     Refuse,
@@ -381,14 +383,14 @@ impl Share {
                                     Some(c) if self.mode == Mode::Channel => {
                                         router.channel_send(c.ids[target as usize], c.client, data)
                                     }
-                                    _ if self.full == Full::Wait => router.send_async(id, data).await,
+                                    _ if self.full == Full::Await => router.send_async(id, data).await,
                                     _ => router.try_send(id, data),
                                 };
                                 match sent {
                                     Ok(()) => break,
                                     Err(e)
                                         if e.kind() == SendErrorKind::MailboxFull
-                                            && self.full == Full::Wait =>
+                                            && self.full != Full::Refuse =>
                                     {
                                         data = e.into_inner();
                                         yield_now().await;
@@ -433,7 +435,7 @@ impl Share {
                     let mailbox = &mailboxes[target as usize];
                     let msg = RawMessage::Send { data: payload(i) };
                     let sent = match self.full {
-                        Full::Wait => mailbox.send_async(msg).await.is_ok(),
+                        Full::Wait | Full::Await => mailbox.send_async(msg).await.is_ok(),
                         Full::Refuse => mailbox.try_send(msg).is_ok(),
                     };
                     if !sent {
