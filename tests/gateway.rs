@@ -1,9 +1,10 @@
 //! The management gateway end to end: real TCP over 127.0.0.1, ephemeral ports.
 //! Every wait is bounded by a timeout.
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use common::spawn_actor;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -42,17 +45,6 @@ struct Fixture {
     acceptor: ActorId,
     /// Channel closes the acceptor received, with who sent them.
     acceptor_closes: mpsc::UnboundedReceiver<ChannelId>,
-}
-
-fn spawn_actor(
-    router: &Router,
-    f: impl FnOnce(ActorId, sharded_router::Mailbox) + Send + 'static,
-) -> ActorId {
-    let (tx, mailbox) = router.mailbox();
-    let id = ActorId::new();
-    router.register(id, tx).unwrap();
-    thread::spawn(move || f(id, mailbox));
-    id
 }
 
 async fn fixture(config: ServerConfig) -> Fixture {

@@ -2,10 +2,11 @@
 //! the order of `ChannelOpened` and its channel's events, and router shutdown.
 //! Real TCP over 127.0.0.1 with ephemeral ports; every wait is bounded.
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use common::spawn_actor;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -27,17 +30,6 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         Ok(value) => value,
         Err(_) => panic!("timed out waiting for {what}"),
     }
-}
-
-fn spawn_actor(
-    router: &Router,
-    f: impl FnOnce(ActorId, sharded_router::Mailbox) + Send + 'static,
-) -> ActorId {
-    let (tx, mailbox) = router.mailbox();
-    let id = ActorId::new();
-    router.register(id, tx).unwrap();
-    thread::spawn(move || f(id, mailbox));
-    id
 }
 
 struct Fixture {

@@ -18,6 +18,8 @@
 //! are gone; and the process's resident memory after the soak is within 10 % of
 //! what it was after the warm-up (both measured with every client gone).
 
+mod common;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -33,6 +35,8 @@ use sharded_router::{ActorId, ActorMessage, ChannelId, Router};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use common::spawn_actor;
 
 const TOKENS: [&str; 2] = ["soak-token-old", "soak-token-new"];
 /// The longest a batch may take to be fully answered before the soak fails.
@@ -84,17 +88,6 @@ struct Actors {
     counter: ActorId,
     echo: ActorId,
     scratch: ActorId,
-}
-
-fn spawn_actor(
-    router: &Router,
-    f: impl FnOnce(ActorId, sharded_router::Mailbox) + Send + 'static,
-) -> ActorId {
-    let (tx, mailbox) = router.mailbox();
-    let id = ActorId::new();
-    router.register(id, tx).unwrap();
-    thread::spawn(move || f(id, mailbox));
-    id
 }
 
 fn actors(router: &Router, counts: &Arc<ActorCounts>) -> Actors {
