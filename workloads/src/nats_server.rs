@@ -119,10 +119,7 @@ impl NatsServer {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     self.child = None;
-                    return Err(io::Error::new(
-                        io::ErrorKind::Other,
-                        format!("nats-server exited: {status}"),
-                    ));
+                    return Err(io::Error::other(format!("nats-server exited: {status}")));
                 }
             }
             if Instant::now() >= deadline {
