@@ -1,6 +1,7 @@
-//! Our router against the single-task anchor and the raw-channel limit.
+//! Our router against the hand-rolled `DashMap` of tokio senders, the single-task
+//! anchor and the raw-channel limits (flume and tokio `mpsc`).
 //!
-//! Every group runs the three implementations on the same workload; the workload
+//! Every group runs the five implementations on the same workload; the workload
 //! code is the `sharded-router bench` subcommand's (the `sharded-router-workloads`
 //! crate, `workloads/`), so both report the same thing. How actors and producers run is
 //! described there: all of them are tokio tasks on one two-worker runtime, and a run
@@ -98,11 +99,27 @@ fn scale(c: &mut Criterion) {
 /// mailboxes are made outside the timing. The raw channel has no registry.
 fn churn(c: &mut Criterion) {
     let mut g = group(c, "5_churn");
-    for imp in [Impl::Ours, Impl::Anchor] {
+    for imp in Impl::ALL.into_iter().filter(|i| i.routes()) {
         let fixture = Fixture::new(imp, Spec::actors(100));
         g.bench_function(BenchmarkId::new(imp.name(), 100), |b| {
             b.iter_custom(|n| fixture.churn(n).expect("a registry to churn"))
         });
+    }
+    g.finish();
+}
+
+/// Group 8: Theater's shapes: acked sends from 2 producers to 1, 10, 100 and 1000
+/// actors with mailboxes of 100, waiting for room when a mailbox is full (ours:
+/// `send_async`). Theater states 500k, 100k, 80k and 50k msgs/s for these.
+fn theater(c: &mut Criterion) {
+    let mut g = group(c, "8_theater");
+    for actors in [1usize, 10, 100, 1000] {
+        for imp in Impl::ALL {
+            let fixture = Fixture::new(imp, Spec::theater(actors));
+            g.bench_function(BenchmarkId::new(imp.name(), actors), |b| {
+                b.iter_custom(|n| fixture.one_way(2, Mode::Acked, Full::Await, n).elapsed)
+            });
+        }
     }
     g.finish();
 }
@@ -157,6 +174,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = one_way, request_response, channel_messages, scale, churn, overflow, backpressure
+    targets = one_way, request_response, channel_messages, scale, churn, overflow, backpressure, theater
 }
 criterion_main!(benches);

@@ -1,19 +1,23 @@
 //! `sharded-router bench`: a short run of the benchmark workloads (one-way sends,
-//! request/response, scale, churn, overflow, back-pressure) for our router, the single-task anchor
-//! and the raw flume limit, printed as one table of medians with ratios from the same
-//! run.
+//! request/response, channels, scale, churn, overflow, back-pressure, Theater's
+//! shapes) for our router, the hand-rolled `DashMap` of tokio senders, the
+//! single-task anchor and the raw flume and tokio hops, printed as one table of
+//! medians with ratios from the same run. `--latency` measures latency
+//! distributions instead (`bench_latency.rs`); `--plot FILE.svg` draws the result.
 //!
 //! The workloads are the ones the criterion benches run (the
 //! `sharded-router-workloads` crate, `workloads/`); see its docs for how actors and
 //! producers are run.
 
 use std::error::Error;
-use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use sharded_router_workloads::{Fixture, Full, Impl, Mode, Run, Spec};
+use sharded_router_workloads::{Fixture, Impl, Run, Spec};
+
+use crate::bench_cases::{cases, human, median, pct, rate, times, Case, Progress, THEATER_STATED};
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -26,181 +30,67 @@ pub struct BenchArgs {
     /// Run only the cases whose "group case" text contains this (e.g. "scale").
     #[arg(long)]
     pub only: Option<String>,
-    /// Run only these implementations (comma-separated: ours, anchor, limit).
+    /// Run only these implementations (comma-separated: ours, hand-rolled, anchor,
+    /// limit, limit-tokio).
     #[arg(long, value_delimiter = ',', value_parser = parse_impl)]
     pub impls: Vec<Impl>,
     /// Fixed size of every timed run (messages, round trips or pairs) instead of a
     /// measured one; for profiling, where a fixed amount of work is compared.
     #[arg(long)]
     pub messages: Option<u64>,
+    /// Measure latency distributions (p50/p99/p99.9) instead of throughput.
+    #[arg(long)]
+    pub latency: bool,
+    /// Draw the ratios (or, with --latency, the percentiles) into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 fn parse_impl(name: &str) -> Result<Impl, String> {
     Impl::ALL.into_iter().find(|i| i.name() == name).ok_or_else(|| format!("unknown implementation {name:?}"))
 }
 
-#[derive(Clone, Copy)]
-enum Work {
-    OneWay { producers: usize, mode: Mode, full: Full },
-    Requests { requesters: usize },
-    Churn,
-}
-
-struct Case {
-    group: &'static str,
-    label: String,
-    spec: Spec,
-    work: Work,
-}
-
-fn cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    for (mode, name) in [(Mode::Acked, "acked"), (Mode::Tell, "fire-and-forget")] {
-        for producers in [2, 4] {
-            cases.push(Case {
-                group: "1 one-way",
-                label: format!("{name}, 100 actors, {producers} producers"),
-                spec: Spec::actors(100),
-                work: Work::OneWay { producers, mode, full: Full::Wait },
-            });
-        }
-    }
-    for requesters in [1, 8] {
-        cases.push(Case {
-            group: "2 request/response",
-            label: format!("{requesters} requester{}, 100 actors", if requesters == 1 { "" } else { "s" }),
-            spec: Spec::actors(100),
-            work: Work::Requests { requesters },
-        });
-    }
-    cases.push(Case {
-        group: "3 channels",
-        label: "channel messages, 100 open channels, 2 producers".to_owned(),
-        spec: Spec::channels(100),
-        work: Work::OneWay { producers: 2, mode: Mode::Channel, full: Full::Wait },
-    });
-    for actors in [100, 10_000, 100_000] {
-        cases.push(Case {
-            group: "4 scale",
-            label: format!("{actors} actors, acked, 2 producers"),
-            spec: Spec::actors(actors),
-            work: Work::OneWay { producers: 2, mode: Mode::Acked, full: Full::Wait },
-        });
-    }
-    cases.push(Case {
-        group: "5 churn",
-        label: "register + unregister pairs, 100 actors".to_owned(),
-        spec: Spec::actors(100),
-        work: Work::Churn,
-    });
-    cases.push(Case {
-        group: "6 overflow",
-        label: "1 slow actor of 100, acked, 2 producers".to_owned(),
-        spec: Spec::overflow(),
-        work: Work::OneWay { producers: 2, mode: Mode::Acked, full: Full::Refuse },
-    });
-    cases.push(Case {
-        group: "7 back-pressure",
-        label: "4 actors at their bound, acked, 4 producers waiting for room".to_owned(),
-        spec: Spec::backpressure(),
-        work: Work::OneWay { producers: 4, mode: Mode::Acked, full: Full::Await },
-    });
-    cases
-}
-
-impl Work {
-    /// Messages (or round trips) in the first, sizing run.
-    fn probe(self) -> u64 {
-        match self {
-            Work::OneWay { .. } | Work::Churn => 4096,
-            Work::Requests { .. } => 512,
-        }
-    }
-
-    /// One timed run; `None` where the implementation has nothing to measure
-    /// (the raw channel has no registry to churn).
-    fn run(self, fixture: &Fixture, n: u64) -> Option<Run> {
-        match self {
-            Work::OneWay { producers, mode, full } => Some(fixture.one_way(producers, mode, full, n)),
-            Work::Requests { requesters } => Some(fixture.round_trips(requesters, n)),
-            Work::Churn => fixture.churn(n).map(|elapsed| Run { elapsed, refused: 0 }),
-        }
+impl BenchArgs {
+    pub fn selected(&self, imp: Impl) -> bool {
+        self.impls.is_empty() || self.impls.contains(&imp)
     }
 }
 
-/// A progress bar on stderr (one line per step when stderr is not a terminal).
-struct Progress {
-    total: usize,
-    done: usize,
-    tty: bool,
-    started: Instant,
+const N: usize = Impl::ALL.len();
+
+/// One case's figures: the median rate of each implementation (`None`: not run or
+/// not applicable), and the medians of the ratios taken run by run.
+#[derive(Clone, Copy, Default)]
+pub struct Row {
+    pub rates: [Option<f64>; N],
+    /// ours / hand-rolled.
+    pub vs_hand: Option<f64>,
+    /// ours / the faster of the two raw hops.
+    pub vs_limit: Option<f64>,
+    /// ours / anchor (rates), which is anchor / ours in time per message.
+    pub vs_anchor: Option<f64>,
 }
 
-impl Progress {
-    fn new(total: usize) -> Self {
-        Self { total, done: 0, tty: std::io::stderr().is_terminal(), started: Instant::now() }
-    }
-
-    fn step(&mut self, what: &str) {
-        self.done = (self.done + 1).min(self.total);
-        const WIDTH: usize = 30;
-        let filled = WIDTH * self.done / self.total.max(1);
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(
-                err,
-                "\r\x1b[2K[{}{}] {:>3}% {:>4.1}s {what}",
-                "#".repeat(filled),
-                "-".repeat(WIDTH - filled),
-                100 * self.done / self.total.max(1),
-                self.started.elapsed().as_secs_f64(),
-            );
-        } else if self.done == self.total || self.done % 10 == 0 {
-            let _ = writeln!(err, "[{}/{}] {what}", self.done, self.total);
-        }
-        let _ = err.flush();
-    }
-
-    fn finish(&self) {
-        if self.tty {
-            let _ =
-                writeln!(std::io::stderr(), "\r\x1b[2Kdone in {:.1}s", self.started.elapsed().as_secs_f64());
-        }
+fn row(runs: &[[Option<f64>; N]]) -> Row {
+    let col = |k: usize| median(runs.iter().filter_map(|r| r[k]).collect());
+    let ratio = |f: &dyn Fn(&[Option<f64>; N]) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+    let ours = Impl::Ours.index();
+    let faster_limit = |r: &[Option<f64>; N]| match (r[Impl::Limit.index()], r[Impl::LimitTokio.index()]) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    Row {
+        rates: std::array::from_fn(col),
+        vs_hand: ratio(&|r| Some(r[ours]? / r[Impl::HandRolled.index()]?)),
+        vs_limit: ratio(&|r| Some(r[ours]? / faster_limit(r)?)),
+        vs_anchor: ratio(&|r| Some(r[ours]? / r[Impl::Anchor.index()]?)),
     }
 }
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-fn rate(n: u64, elapsed: Duration) -> f64 {
-    n as f64 / elapsed.as_secs_f64().max(1e-9)
-}
-
-fn human(per_sec: Option<f64>) -> String {
-    match per_sec {
-        None => "n/a".to_owned(),
-        Some(r) if r >= 1e6 => format!("{:.2} M", r / 1e6),
-        Some(r) => format!("{:.0} k", r / 1e3),
-    }
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    Some(a? / b?)
-}
-
-/// Medians of one case, in `Impl::ALL` order (`None`: not applicable).
-type Medians = [Option<f64>; 3];
 
 pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
+    if args.latency {
+        return crate::bench_latency::run(args);
+    }
     let runs = args.runs.max(1);
     let run_time = Duration::from_millis(args.run_ms.max(1));
     let mut cases = cases();
@@ -216,17 +106,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
             specs.push(case.spec);
         }
     }
-    let mut progress = Progress::new(specs.len() * 3 + cases.len() * 3 * (runs + 1));
-    let mut results: Vec<Medians> = vec![[None; 3]; cases.len()];
+    let mut progress = Progress::new(specs.len() * N + cases.len() * N * (runs + 1));
+    let mut results: Vec<Row> = vec![Row::default(); cases.len()];
     let mut notes = Vec::new();
     let started = Instant::now();
-    let selected = |imp: Impl| args.impls.is_empty() || args.impls.contains(&imp);
 
     for &spec in &specs {
         let fixtures: Vec<Option<Fixture>> = Impl::ALL
             .iter()
             .map(|&imp| {
-                let fixture = selected(imp).then(|| Fixture::new(imp, spec));
+                let fixture = args.selected(imp).then(|| Fixture::new(imp, spec));
                 progress.step(&format!("started {} with {} actors", imp.name(), spec.actors));
                 fixture
             })
@@ -234,39 +123,43 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
         let mut overflow_seen = 0;
         for (index, case) in cases.iter().enumerate().filter(|(_, c)| c.spec == spec) {
             // Warm up and size each implementation's runs, then interleave the timed
-            // runs so that noise on the machine falls on all three alike.
+            // runs so that noise on the machine falls on all of them alike.
             let sizes: Vec<Option<u64>> = fixtures
                 .iter()
                 .zip(Impl::ALL)
                 .map(|(fixture, imp)| {
                     let probe = case.work.probe();
                     let size = fixture.as_ref().and_then(|fixture| {
-                        // A short probe, then a full-length warm-up run whose rate
-                        // sets the size of the timed runs.
+                        // A short probe, then (unless the size is fixed) a full-length
+                        // warm-up run whose rate sets the size of the timed runs.
                         let sized = |n: u64, run: Run| {
                             ((rate(n, run.elapsed) * run_time.as_secs_f64()) as u64).clamp(probe, 50_000_000)
                         };
                         let first = sized(probe, case.work.run(fixture, probe)?);
-                        let warm = sized(first, case.work.run(fixture, first)?);
-                        Some(args.messages.unwrap_or(warm))
+                        match args.messages {
+                            Some(n) => Some(n),
+                            None => Some(sized(first, case.work.run(fixture, first)?)),
+                        }
                     });
                     progress.step(&format!("{} {}: {} (warming up)", case.group, case.label, imp.name()));
                     size
                 })
                 .collect();
-            let mut rates: Vec<Vec<f64>> = (0..3).map(|_| Vec::with_capacity(runs)).collect();
-            let mut refused = [(0u64, 0u64); 3];
+            let mut per_run: Vec<[Option<f64>; N]> = Vec::with_capacity(runs);
+            let mut refused = [(0u64, 0u64); N];
             for _ in 0..runs {
+                let mut this = [None; N];
                 for (k, fixture) in fixtures.iter().enumerate() {
                     if let (Some(n), Some(fixture)) = (sizes[k], fixture) {
                         if let Some(run) = case.work.run(fixture, n) {
-                            rates[k].push(rate(n, run.elapsed));
+                            this[k] = Some(rate(n, run.elapsed));
                             refused[k].0 += run.refused;
                             refused[k].1 += n;
                         }
                     }
                     progress.step(&format!("{} {}: {}", case.group, case.label, Impl::ALL[k].name()));
                 }
+                per_run.push(this);
             }
             let overflowed = fixtures[0].as_ref().and_then(Fixture::overflowed).unwrap_or(0);
             if overflowed > overflow_seen {
@@ -278,13 +171,12 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
                 ));
             }
             overflow_seen = overflowed;
-            for (k, r) in rates.into_iter().enumerate() {
-                results[index][k] = (!r.is_empty()).then(|| median(r));
-            }
+            results[index] = row(&per_run);
             if refused.iter().any(|&(r, _)| r > 0) {
                 let parts: Vec<String> = Impl::ALL
                     .iter()
                     .zip(refused)
+                    .filter(|(_, (_, n))| *n > 0)
                     .map(|(imp, (r, n))| format!("{} {r} of {n}", imp.name()))
                     .collect();
                 notes.push(format!("{} {}: refused {}", case.group, case.label, parts.join(", ")));
@@ -292,35 +184,75 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
         }
     }
     progress.finish();
+    print_tables(args, &cases, &results, &notes);
+    if let Some(path) = &args.plot {
+        let bars: Vec<(String, [Option<f64>; 3])> = cases
+            .iter()
+            .zip(&results)
+            .map(|(c, r)| (format!("{} {}", c.group, c.label), [r.vs_hand, r.vs_limit, r.vs_anchor]))
+            .collect();
+        std::fs::write(path, crate::plot::ratios(&bars))?;
+        println!("\nplot written to {}", path.display());
+    }
+    println!("\ntotal time {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
 
+fn print_tables(args: &BenchArgs, cases: &[Case], results: &[Row], notes: &[String]) {
+    let runs = args.runs.max(1);
     println!(
-        "sharded-router bench: medians of {runs} runs of ~{} ms each, ratios from this run",
+        "sharded-router bench: medians of {runs} interleaved runs of ~{} ms each; ratios are medians of \
+         the per-run ratios",
         args.run_ms
     );
     println!(
-        "(msgs/s; round trips/s for request/response; pairs/s for churn; ours: {} shards)\n",
+        "(msgs/s; round trips/s for request/response; pairs/s for churn; ours: {} shards; limit = the \
+         faster of the flume and tokio hops in each run)\n",
         default_shards()
     );
-    println!("| group | case | ours | anchor | limit | ours/anchor | ours/limit |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for (case, [ours, anchor, limit]) in cases.iter().zip(&results) {
+    println!(
+        "| group | case | ours | hand-rolled | anchor | limit (flume) | limit-tokio | ours/hand-rolled | \
+         ours/limit | anchor/ours (time) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (case, r) in cases.iter().zip(results) {
+        let rates: Vec<String> = r.rates.iter().map(|&x| human(x)).collect();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             case.group,
             case.label,
-            human(*ours),
-            human(*anchor),
-            human(*limit),
-            ratio(*ours, *anchor).map_or("n/a".to_owned(), |r| format!("{r:.2}x")),
-            ratio(*ours, *limit).map_or("n/a".to_owned(), |r| format!("{:.0}%", 100.0 * r)),
+            rates.join(" | "),
+            times(r.vs_hand),
+            pct(r.vs_limit),
+            times(r.vs_anchor),
         );
     }
-
-    for note in &notes {
+    for note in notes {
         println!("\n{note}");
     }
 
-    // The issue's targets that this short run can check.
+    let theater: Vec<(&Case, &Row)> =
+        cases.iter().zip(results).filter(|(c, _)| c.group == "8 theater").collect();
+    if !theater.is_empty() {
+        println!("\nTheater's shapes (mailbox 100) beside Theater's stated rates:\n");
+        println!(
+            "| actors | Theater (stated) | ours | hand-rolled | anchor | limit | limit-tokio | ours/stated |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (case, r) in theater {
+            let stated = THEATER_STATED.iter().find(|(a, _)| *a == case.spec.actors).map(|&(_, s)| s);
+            let rates: Vec<String> = r.rates.iter().map(|&x| human(x)).collect();
+            println!(
+                "| {} | {} | {} | {} |",
+                case.spec.actors,
+                human(stated),
+                rates.join(" | "),
+                times(r.rates[0].zip(stated).map(|(o, s)| o / s))
+            );
+        }
+    }
+
+    // The targets this run can check (instructions: benches/instructions.sh).
     let find = |group: &str, label: &str| {
         cases.iter().position(|c| c.group == group && c.label == label).map(|i| results[i])
     };
@@ -329,61 +261,57 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
         Some(false) => "MISSED",
         None => "n/a",
     };
-    let pct = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{:.0}%", 100.0 * r));
-    let times = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{r:.2}x"));
-    println!("\ntargets:");
-    for p in [2, 4] {
-        if let Some([o, a, l]) = find("1 one-way", &format!("acked, 100 actors, {p} producers")) {
-            let (vs_anchor, vs_limit) = (ratio(o, a), ratio(o, l));
+    let checked = [
+        ("4 scale", "100 actors, acked, 2 producers"),
+        ("4 scale", "10000 actors, acked, 2 producers"),
+        ("4 scale", "100000 actors, acked, 2 producers"),
+        ("1 one-way", "acked, 100 actors, 2 producers"),
+        ("3 channels", "channel messages, 100 open channels, 2 producers"),
+        ("2 request/response", "1 requester, 100 actors"),
+        ("2 request/response", "8 requesters, 100 actors"),
+    ];
+    let rows: Vec<_> = checked.iter().filter_map(|&(g, l)| Some((g, l, find(g, l)?))).collect();
+    if !rows.is_empty() {
+        println!("\ntargets (ours >= 1.0x hand-rolled; ours >= 90% of the faster raw hop):");
+        for (group, label, r) in rows {
             println!(
-                "  one-way acked, {p} producers: ours/anchor {} (>= 5x: {}), ours/limit {} (>= 50%: {})",
-                times(vs_anchor),
-                verdict(vs_anchor.map(|r| r >= 5.0)),
-                pct(vs_limit),
-                verdict(vs_limit.map(|r| r >= 0.5)),
+                "  {group} {label}: ours/hand-rolled {} ({}), ours/limit {} ({})",
+                times(r.vs_hand),
+                verdict(r.vs_hand.map(|x| x >= 1.0)),
+                pct(r.vs_limit),
+                verdict(r.vs_limit.map(|x| x >= 0.9)),
             );
         }
     }
-    for r in [1, 8] {
-        let label = format!("{r} requester{}, 100 actors", if r == 1 { "" } else { "s" });
-        if let Some([o, a, _]) = find("2 request/response", &label) {
-            let vs_anchor = ratio(o, a);
-            println!(
-                "  request/response, {r} requester(s): ours/anchor {} (>= 1.5x: {})",
-                times(vs_anchor),
-                verdict(vs_anchor.map(|r| r >= 1.5))
-            );
-        }
-    }
-    if let (Some([small, _, limit_small]), Some([big, _, limit_big])) = (
+    if let (Some(small), Some(big)) = (
         find("4 scale", "100 actors, acked, 2 producers"),
         find("4 scale", "100000 actors, acked, 2 producers"),
     ) {
-        let share = ratio(big, small);
+        let share = |k: usize| Some(big.rates[k]? / small.rates[k]?);
         println!(
-            "  scale: ours at 100k actors is {} of ours at 100 actors (>= 80%: {}); the limit keeps {}",
-            pct(share),
-            verdict(share.map(|r| r >= 0.8)),
-            pct(ratio(limit_big, limit_small)),
+            "  scale: ours at 100k actors is {} of ours at 100 actors; hand-rolled keeps {}, the flume limit {}",
+            pct(share(Impl::Ours.index())),
+            pct(share(Impl::HandRolled.index())),
+            pct(share(Impl::Limit.index())),
         );
     }
-    if let Some([ours, ..]) = find("5 churn", "register + unregister pairs, 100 actors") {
+    if let Some(r) = find("5 churn", "register + unregister pairs, 100 actors") {
         println!(
             "  churn: ours {} pairs/s (>= 500 k/s: {})",
-            human(ours),
-            verdict(ours.map(|r| r >= 500_000.0))
+            human(r.rates[0]),
+            verdict(r.rates[0].map(|x| x >= 500_000.0))
         );
     }
-    println!("\ntotal time {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
 }
 
-fn default_shards() -> usize {
+pub fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 #[cfg(test)]
 mod tests {
+    use sharded_router_workloads::{Full, Mode};
+
     use super::*;
 
     /// Every workload completes for every implementation, with nothing lost.
@@ -398,7 +326,7 @@ mod tests {
                 }
             }
             fixture.round_trips(4, 200);
-            assert_eq!(fixture.churn(100).is_some(), imp != Impl::Limit);
+            assert_eq!(fixture.churn(100).is_some(), imp.routes());
 
             let channels = Fixture::new(imp, Spec::channels(10));
             assert_eq!(channels.one_way(2, Mode::Channel, Full::Wait, 2_000).refused, 0, "{}", imp.name());
@@ -416,6 +344,30 @@ mod tests {
                 "{}",
                 imp.name()
             );
+
+            // Theater's shape: one actor with a mailbox of 100, producers waiting.
+            let theater = Fixture::new(imp, Spec::theater(1));
+            assert_eq!(theater.one_way(2, Mode::Acked, Full::Await, 5_000).refused, 0, "{}", imp.name());
         }
+    }
+
+    /// A latency fixture records one send → receive time per message to a counted
+    /// actor, and one round-trip time per request, and starts afresh each run.
+    #[test]
+    fn latency_is_recorded_per_message() {
+        for imp in Impl::ALL {
+            let fixture = Fixture::new(imp, Spec::actors(10).with_latency());
+            let run = fixture.one_way_paced(2, Mode::Acked, Full::Wait, 1_000, Some(200_000.0));
+            let h = run.latency.expect("a latency fixture records latencies");
+            assert_eq!(h.len(), 1_000, "{}", imp.name());
+            assert!(h.min() >= 1 && h.max() < 60_000_000_000, "{}", imp.name());
+            let again = fixture.one_way(2, Mode::Acked, Full::Wait, 500);
+            assert_eq!(again.latency.map(|h| h.len()), Some(500), "{}", imp.name());
+            let trips = fixture.round_trips_paced(2, 300, None);
+            assert_eq!(trips.latency.map(|h| h.len()), Some(300), "{}", imp.name());
+        }
+        // A throughput fixture does not.
+        let plain = Fixture::new(Impl::Ours, Spec::actors(10));
+        assert!(plain.one_way(1, Mode::Acked, Full::Wait, 100).latency.is_none());
     }
 }

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_cases;
+mod bench_latency;
 mod demo;
 mod gateway_cli;
 mod greeter;
 mod observe;
+mod plot;
 mod reload_demo;
 mod stats;
 
@@ -26,9 +29,11 @@ enum Command {
     /// Run an in-process demo: register actors, route messages and requests, and
     /// report what happened and how fast (the default).
     Demo(demo::DemoArgs),
-    /// Benchmark our router against the single-task anchor and the raw flume limit
-    /// (one-way sends, request/response, scale, churn, overflow) and print a table of
-    /// rates and ratios.
+    /// Benchmark our router against the hand-rolled DashMap of tokio senders, the
+    /// single-task anchor and the raw flume and tokio hops (one-way sends,
+    /// request/response, channels, scale, churn, overflow, back-pressure, Theater's
+    /// shapes) and print a table of rates and ratios; `--latency` for latency
+    /// percentiles, `--plot FILE.svg` for a chart.
     Bench(bench::BenchArgs),
     #[command(flatten)]
     Gateway(gateway_cli::GatewayCommand),
