@@ -224,7 +224,9 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
         refused
     });
     let total = per_producer * producers as u64;
-    while received.load(Ordering::Relaxed) - before + refused < total && start.elapsed() < Duration::from_secs(30) {
+    while received.load(Ordering::Relaxed) - before + refused < total
+        && start.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
     println!(
@@ -242,7 +244,11 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn Error>> {
         router.register(id, tx)?;
         router.unregister(id)?;
     }
-    println!("churn: {} register+unregister pairs: {}", args.churn, rate(per_sec(args.churn, start.elapsed())));
+    println!(
+        "churn: {} register+unregister pairs: {}",
+        args.churn,
+        rate(per_sec(args.churn, start.elapsed()))
+    );
 
     // Hot reload: one actor's instance swapped under load.
     let t = crate::reload_demo::run(&router, args.swaps, 4, 20_000)?;
