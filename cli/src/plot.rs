@@ -84,7 +84,7 @@ pub fn ratios(cases: &[(String, [Option<f64>; 3])]) -> String {
     let row_h = 3.0 * BAR_H + 10.0;
     let top = 62.0;
     let height = top + row_h * cases.len() as f64 + 20.0;
-    let max = cases.iter().flat_map(|(_, r)| r.iter().flatten().copied()).fold(1.2f64, f64::max).min(20.0);
+    let max = cases.iter().flat_map(|(_, r)| r.iter().flatten().copied()).fold(1.2f64, f64::max).min(4.0);
     let scale = |v: f64| CHART_W * v.min(max) / max;
     let mut svg = String::new();
     header(&mut svg, height, "sharded-router bench: rate ratios from one run (medians of per-run ratios)");
