@@ -11,7 +11,8 @@
 # (--cache-sim=yes).
 #
 # Usage: benches/instructions.sh [CASE-FILTER]   (e.g. "scale"; default: all)
-# Needs valgrind. Takes a few minutes on 2 cores (two valgrind runs at a time).
+# Needs valgrind. About 10 minutes on 2 cores (two valgrind runs at a time), most of it
+# setting up the 100k-actor workload; one workload (e.g. "one-way") takes about one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
