@@ -75,6 +75,7 @@ mod channel_api;
 pub mod compat;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;
+mod handle;
 #[cfg(all(feature = "metrics", not(loom)))]
 pub mod observe;
 mod reload;
@@ -110,6 +111,7 @@ pub use error::{
     BuildError, ChannelError, Disconnected, OpenFailed, RegisterError, ReloadError, RequestError,
     RequestFailed, SendError, SendErrorKind, TryRecvError, UnregisterError,
 };
+pub use handle::{ActorHandle, HandleError};
 pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
 pub use latency::{LatencySnapshot, RequestCounts, RequestOutcome};
 pub use mailbox::{mailbox, Mailbox, MailboxSender};

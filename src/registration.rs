@@ -7,6 +7,7 @@
 //! the channels it takes part in. The router is reached through [`Registrar`],
 //! which the routing core implements, so this module depends on nothing above it.
 
+use std::any::Any;
 use std::collections::HashMap;
 
 use crate::delivery::Flow;
@@ -44,6 +45,10 @@ pub(crate) struct MailboxState {
     link: Mutex<Link>,
     /// The channels this participant takes part in (open or opening).
     channels: Mutex<ChannelSet>,
+    /// The registration's handle gate (`table::Gate`), made when the first
+    /// [`ActorHandle`](crate::ActorHandle) is taken. Kept as `Any`: the gate
+    /// holds the table entry, a layer above this one.
+    gate: Mutex<Option<Box<dyn Any + Send + Sync>>>,
     capacity: usize,
 }
 
@@ -82,8 +87,23 @@ impl MailboxState {
             receivers: AtomicUsize::new(1),
             link: Mutex::new(Link::Unlinked),
             channels: Mutex::new(ChannelSet::default()),
+            gate: Mutex::new(None),
             capacity,
         }
+    }
+
+    /// The value kept in the gate slot, made by `make` if there is none yet.
+    pub(crate) fn gate_or_insert_with<G: Any + Send + Sync + Clone>(
+        &self,
+        make: impl FnOnce() -> G,
+    ) -> Option<G> {
+        let mut slot = self.gate.lock();
+        slot.get_or_insert_with(|| Box::new(make())).downcast_ref::<G>().cloned()
+    }
+
+    /// The value kept in the gate slot, if one was made.
+    pub(crate) fn gate<G: Any + Clone>(&self) -> Option<G> {
+        self.gate.lock().as_ref().and_then(|gate| gate.downcast_ref::<G>().cloned())
     }
 
     /// The mailbox's capacity.

@@ -15,7 +15,8 @@ use crate::message::{ActorMessage, ReplyHandle, ResponseFuture};
 use crate::metrics::{ChannelMetrics, DeadLetterReason, RouterMetrics};
 use crate::routing::{Inner, Owner};
 use crate::slot::ReplySlot;
-use crate::sync::{random_state, thread, time, Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{thread, time, Arc, AtomicBool, Mutex, Ordering};
+use crate::table::Entry;
 use crate::timers::Pending;
 
 /// A sharded message router.
@@ -82,7 +83,7 @@ impl Router {
     ) -> Self {
         let inner = Arc::new(Inner {
             shards: shards.into_boxed_slice(),
-            hasher: random_state(),
+            hasher: crate::sync::IdHashState::new(),
             closed: AtomicBool::new(false),
             channels: Arc::new(ChannelTable::new()),
             mailbox_capacity,
@@ -200,40 +201,49 @@ impl Router {
         let inner = &*self.inner;
         let id = Participant::Actor(id);
         let shard = inner.shard(&id);
-        let bound = inner.overflow_bound;
         // `closed` is read under the table lock, as in `deliver`.
         shard
             .shared
             .table
-            .with(&id, data, |entry, data| {
-                if inner.is_closed() {
-                    return Err(RequestFailed::new(RequestError::Shutdown, Some(data)));
-                }
-                let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
-                if let Err(error) = shard.file(Pending::Request(Arc::clone(&slot)), deadline) {
-                    let _ = slot.complete(Err(error.into()));
-                    return Err(RequestFailed::new(error, Some(data)));
-                }
-                let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
-                match route(entry, msg, shard, bound, OnFull::Park) {
-                    Ok(()) => Ok(slot),
-                    Err(e) => {
-                        // Resolve before the returned reply handle is dropped.
-                        let error = RequestError::from(e.kind());
-                        let _ = slot.complete(Err(error.into()));
-                        let payload = match e.into_inner() {
-                            ActorMessage::Request { data, .. } => Some(data),
-                            _ => None,
-                        };
-                        Err(RequestFailed::new(error, payload))
-                    }
-                }
-            })
+            .with(&id, data, |entry, data| self.request_to(shard, entry, data, deadline))
             .unwrap_or_else(|data| {
                 let error =
                     if inner.is_closed() { RequestError::Shutdown } else { RequestError::ActorNotFound };
                 Err(RequestFailed::new(error, Some(data)))
             })
+    }
+
+    /// [`start_request`](Self::start_request) to `entry`, found in `shard`'s
+    /// table or through a handle's gate, whose lock is held.
+    pub(crate) fn request_to(
+        &self,
+        shard: &ShardHandle,
+        entry: &Arc<Entry>,
+        data: Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<ReplySlot<Vec<u8>>>, RequestFailed> {
+        if self.inner.is_closed() {
+            return Err(RequestFailed::new(RequestError::Shutdown, Some(data)));
+        }
+        let slot = ReplySlot::new(Some(Arc::clone(&entry.state)));
+        if let Err(error) = shard.file(Pending::Request(Arc::clone(&slot)), deadline) {
+            let _ = slot.complete(Err(error.into()));
+            return Err(RequestFailed::new(error, Some(data)));
+        }
+        let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
+        match route(entry, msg, shard, self.inner.overflow_bound, OnFull::Park) {
+            Ok(()) => Ok(slot),
+            Err(e) => {
+                // Resolve before the returned reply handle is dropped.
+                let error = RequestError::from(e.kind());
+                let _ = slot.complete(Err(error.into()));
+                let payload = match e.into_inner() {
+                    ActorMessage::Request { data, .. } => Some(data),
+                    _ => None,
+                };
+                Err(RequestFailed::new(error, payload))
+            }
+        }
     }
 
     /// Sends a request and blocks until exactly one outcome: the reply, or a
@@ -257,7 +267,7 @@ impl Router {
 
     /// Starts timing a request to `id`, counted on its shard (feature `metrics`).
     #[cfg(feature = "metrics")]
-    fn request_probe(&self, id: ActorId) -> crate::latency::Probe {
+    pub(crate) fn request_probe(&self, id: ActorId) -> crate::latency::Probe {
         let shard = self.inner.shard(&Participant::Actor(id));
         crate::latency::Probe::start(&shard.shared.counters.requests)
     }

@@ -15,7 +15,7 @@ use crate::message::ActorMessage;
 use crate::metrics::DeadLetterReason;
 use crate::registration::{MailboxState, Registrar};
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
-use crate::table::Entry;
+use crate::table::{Door, Entry};
 
 /// Why a suspend, resume or replace did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub(crate) enum Routed {
 pub(crate) struct Inner {
     pub(crate) shards: Box<[ShardHandle]>,
     pub(crate) channels: Arc<ChannelTable>,
-    pub(crate) hasher: ahash::RandomState,
+    pub(crate) hasher: crate::sync::IdHashState,
     pub(crate) closed: AtomicBool,
     pub(crate) mailbox_capacity: usize,
     pub(crate) overflow_bound: usize,
@@ -115,34 +115,50 @@ impl Inner {
         shard
             .shared
             .table
-            .with(&to, msg, |entry, mut msg| loop {
-                if self.is_closed() {
-                    return Err(Routed::Failed(SendError::new(SendErrorKind::Shutdown, msg)));
+            .with(&to, msg, |entry, msg| self.route_or_wait_to(shard, entry, msg, bound, waker, waiting))
+            .unwrap_or_else(|msg| Err(Routed::Failed(self.gone(msg))))
+    }
+
+    /// [`route_or_wait`](Self::route_or_wait) to `entry`, found in `shard`'s
+    /// table or through a handle's gate, whose lock is held.
+    pub(crate) fn route_or_wait_to(
+        &self,
+        shard: &ShardHandle,
+        entry: &Arc<Entry>,
+        mut msg: ActorMessage,
+        bound: usize,
+        waker: &Waker,
+        waiting: &mut Waiting,
+    ) -> Result<(), Routed> {
+        loop {
+            if self.is_closed() {
+                return Err(Routed::Failed(SendError::new(SendErrorKind::Shutdown, msg)));
+            }
+            let refused = match route(entry, msg, shard, bound, OnFull::Wait) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            match refused.kind() {
+                SendErrorKind::MailboxFull if waiting.actor.is_none() => {
+                    let ticket = entry.state.flow.waiters.register(waker);
+                    waiting.actor = Some((Arc::clone(&entry.state), ticket));
                 }
-                let refused = match route(entry, msg, shard, bound, OnFull::Wait) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => e,
-                };
-                match refused.kind() {
-                    SendErrorKind::MailboxFull if waiting.actor.is_none() => {
-                        let ticket = entry.state.flow.waiters.register(waker);
-                        waiting.actor = Some((Arc::clone(&entry.state), ticket));
-                    }
-                    SendErrorKind::ShardFull if waiting.shard.is_none() => {
-                        waiting.shard = Some((shard.shared.index, shard.shared.load.waiters.register(waker)));
-                    }
-                    SendErrorKind::MailboxFull | SendErrorKind::ShardFull => {
-                        return Err(Routed::Wait(refused.into_inner()));
-                    }
-                    _ => return Err(Routed::Failed(refused)),
+                SendErrorKind::ShardFull if waiting.shard.is_none() => {
+                    waiting.shard = Some((shard.shared.index, shard.shared.load.waiters.register(waker)));
                 }
-                msg = refused.into_inner();
-            })
-            .unwrap_or_else(|msg| {
-                let kind =
-                    if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
-                Err(Routed::Failed(SendError::new(kind, msg)))
-            })
+                SendErrorKind::MailboxFull | SendErrorKind::ShardFull => {
+                    return Err(Routed::Wait(refused.into_inner()));
+                }
+                _ => return Err(Routed::Failed(refused)),
+            }
+            msg = refused.into_inner();
+        }
+    }
+
+    /// The error for a message whose target is not registered.
+    pub(crate) fn gone(&self, msg: ActorMessage) -> SendError<ActorMessage> {
+        let kind = if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
+        SendError::new(kind, msg)
     }
 
     /// Withdraws the registrations of a sender that no longer waits.
@@ -198,6 +214,9 @@ impl Inner {
         // mailbox disconnects.
         if this.is_closed() {
             if let Some(entry) = shard.shared.table.remove_if(&who, |e| e.key() == key) {
+                if let Some(gate) = entry.existing_gate() {
+                    gate.close();
+                }
                 entry.state.unlink(RequestError::Shutdown);
             }
         }
@@ -224,6 +243,10 @@ impl Inner {
     ) -> Result<(), ()> {
         let shard = self.shard(&who);
         let entry = shard.shared.table.remove_if(&who, is_current).ok_or(())?;
+        // Handles too: from here on no put is in progress or can start.
+        if let Some(gate) = entry.existing_gate() {
+            gate.close();
+        }
         let state = &entry.state;
         state.unlink(RequestError::ActorNotFound);
         // Senders waiting for room try again, and find the actor gone.
@@ -251,25 +274,33 @@ impl Inner {
         }
     }
 
-    /// Runs `f` on `who`'s shard and table slot under the entry's write lock: no
-    /// put into the mailbox is in progress, every later one sees what `f` did,
-    /// and a command `f` posts is ahead of any message sent after it.
+    /// Runs `f` on `who`'s shard and table slot under the entry's write lock
+    /// and its handle gate's (if it has one, passed as its door): no put into
+    /// the mailbox is in progress, every later one sees what `f` did, and a
+    /// command `f` posts is ahead of any message sent after it.
     fn with_slot<R>(
         &self,
         who: Participant,
-        f: impl FnOnce(&ShardHandle, &mut Arc<Entry>) -> Result<R, Halt>,
+        f: impl FnOnce(&ShardHandle, &mut Arc<Entry>, Option<&mut Door>) -> Result<R, Halt>,
     ) -> Result<R, Halt> {
         let shard = self.shard(&who);
         shard
             .shared
             .table
-            .with_mut(&who, |slot| if self.is_closed() { Err(Halt::Shutdown) } else { f(shard, slot) })
+            .with_mut(&who, |slot| {
+                if self.is_closed() {
+                    return Err(Halt::Shutdown);
+                }
+                let gate = slot.existing_gate();
+                let mut door = gate.as_ref().map(|g| g.hold());
+                f(shard, slot, door.as_deref_mut())
+            })
             .unwrap_or_else(|| Err(self.not_found()))
     }
 
     /// Suspends `who` (see `delivery`, invariant 7). `Ok(false)`: it already was.
     pub(crate) fn suspend(&self, who: Participant) -> Result<bool, Halt> {
-        self.with_slot(who, |shard, entry| {
+        self.with_slot(who, |shard, entry, _door| {
             if shard.shared.is_failed() {
                 return Err(Halt::ShardFailed);
             }
@@ -287,7 +318,7 @@ impl Inner {
     /// Resumes `who`: the shard delivers what it held, in order, then sends
     /// flow as before. `Ok(false)`: it was not suspended.
     pub(crate) fn resume(&self, who: Participant) -> Result<bool, Halt> {
-        self.with_slot(who, |shard, entry| {
+        self.with_slot(who, |shard, entry, _door| {
             if !entry.state.flow.resume() {
                 return Ok(false);
             }
@@ -314,7 +345,7 @@ impl Inner {
         // mailbox, its receiver must be able to tell the shard of room.
         state.link(who, registrar(this));
         let new = Arc::new(Entry::new(who, mailbox));
-        let swapped = this.with_slot(who, |shard, slot| {
+        let swapped = this.with_slot(who, |shard, slot, door| {
             if shard.shared.is_failed() {
                 return Err(Halt::ShardFailed);
             }
@@ -332,6 +363,10 @@ impl Inner {
                 old.set_replaced(false);
                 *slot = old;
                 return Err(Halt::ShardFailed);
+            }
+            // Handles of the old registration follow it to the new mailbox.
+            if let (Some(door), Some(gate)) = (door, Entry::gate(&new)) {
+                *door = Door::Moved(gate);
             }
             old.state.hand_over_to(&new.state);
             // Senders waiting on the old flow try again, on the new entry.
@@ -374,6 +409,9 @@ impl Inner {
                 let _ = table.with(&who, (), |entry, ()| entry.state.unlink(RequestError::Shutdown));
             }
             for entry in shard.shared.table.drain() {
+                if let Some(gate) = entry.existing_gate() {
+                    gate.close();
+                }
                 entry.state.unlink(RequestError::Shutdown);
                 entry.state.flow.waiters.wake_all();
                 drained.push(entry);

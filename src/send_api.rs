@@ -28,6 +28,7 @@ use crate::router::Router;
 use crate::routing::{Routed, Waiting};
 use crate::slot::ReplySlot;
 use crate::sync::{thread, time, Arc};
+use crate::table::Gate;
 use crate::timers::Pending;
 
 impl Router {
@@ -84,6 +85,13 @@ impl Router {
     /// Never waits.
     pub fn tell(&self, id: ActorId, data: Vec<u8>) {
         if let Err(e) = self.try_send(id, data) {
+            self.told_undeliverable(id, e);
+        }
+    }
+
+    /// A message [`tell`](Self::tell) could not route becomes a dead letter.
+    pub(crate) fn told_undeliverable(&self, id: ActorId, e: SendError) {
+        {
             let reason = match e.kind() {
                 SendErrorKind::MailboxFull => DeadLetterReason::MailboxFull,
                 SendErrorKind::MailboxClosed => DeadLetterReason::MailboxClosed,
@@ -185,7 +193,7 @@ impl Router {
 }
 
 /// The payload of a one-way message handed back.
-fn into_payload(msg: ActorMessage) -> Vec<u8> {
+pub(crate) fn into_payload(msg: ActorMessage) -> Vec<u8> {
     match msg {
         ActorMessage::Send { data } => data,
         other => other.data().to_vec(),
@@ -214,6 +222,9 @@ pub struct SendFuture<'a> {
     /// shard completes it at the deadline (or at shutdown), which wakes the task.
     timer: Option<Arc<ReplySlot<()>>>,
     waiting: Waiting,
+    /// Set for a send through an [`ActorHandle`](crate::ActorHandle): the
+    /// registration's gate, instead of a table lookup.
+    gate: Option<Arc<Gate>>,
 }
 
 impl<'a> SendFuture<'a> {
@@ -225,7 +236,15 @@ impl<'a> SendFuture<'a> {
             deadline,
             timer: None,
             waiting: Waiting::default(),
+            gate: None,
         }
+    }
+
+    /// A send through a handle's `gate` (see [`ActorHandle`](crate::ActorHandle)).
+    pub(crate) fn through(router: &'a Router, id: ActorId, gate: Arc<Gate>, data: Vec<u8>) -> Self {
+        let mut send = Self::new(router, id, data, None);
+        send.gate = Some(gate);
+        send
     }
 
     /// Ends the send: withdraws its wait and lets go of its deadline.
@@ -280,7 +299,18 @@ impl Future for SendFuture<'_> {
         // registers anew if it must wait.
         this.router.inner.stop_waiting(&mut this.waiting);
         let inner = &this.router.inner;
-        match inner.route_or_wait(this.to, msg, inner.overflow_bound, cx.waker(), &mut this.waiting) {
+        let bound = inner.overflow_bound;
+        let routed = match &this.gate {
+            None => inner.route_or_wait(this.to, msg, bound, cx.waker(), &mut this.waiting),
+            Some(gate) => {
+                let (shard, waiting) = (inner.shard(&this.to), &mut this.waiting);
+                gate.with(msg, |entry, msg| {
+                    inner.route_or_wait_to(shard, entry, msg, bound, cx.waker(), waiting)
+                })
+                .unwrap_or_else(|msg| Err(Routed::Failed(inner.gone(msg))))
+            }
+        };
+        match routed {
             Ok(()) => this.finish(Ok(())),
             Err(Routed::Failed(e)) => this.finish(Err(e)),
             Err(Routed::Wait(msg)) => match this.poll_deadline(cx) {

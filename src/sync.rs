@@ -18,7 +18,7 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 
-pub(crate) use lock::{Condvar, Mutex};
+pub(crate) use lock::{Condvar, Mutex, RwLock};
 
 /// The plain (single-owner) hash map the crate keeps inside a thread or a lock.
 /// Under loom its hasher is fixed, so that iterating it visits entries in the same
@@ -58,6 +58,24 @@ mod lock {
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
+        }
+    }
+
+    /// A reader-writer lock whose `read` and `write` never fail (no poisoning).
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(parking_lot::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(parking_lot::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> parking_lot::RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+
+        pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, T> {
+            self.0.write()
         }
     }
 
@@ -120,6 +138,24 @@ mod lock {
         }
     }
 
+    /// Loom stand-in with the `parking_lot` calling convention.
+    #[derive(Debug)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().unwrap_or_else(|e| e.into_inner())
+        }
+
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
     /// Loom stand-in. Loom does not model time: `wait_until` waits for a
     /// notification and reports whether the (mock) clock has passed the deadline.
     #[derive(Debug)]
@@ -173,6 +209,105 @@ pub(crate) fn random_state() -> ahash::RandomState {
     }
     #[cfg(loom)]
     return ahash::RandomState::with_seeds(1, 2, 3, 4);
+}
+
+/// The hasher of the actor and channel tables and of shard selection, whose keys
+/// are 128-bit ids ([`Participant`](crate::Participant) and
+/// [`ChannelId`](crate::ChannelId)): one keyed 64×64→128-bit multiply folds the
+/// id's two halves, where a general-purpose hasher runs its full rounds over
+/// every byte.
+///
+/// The ids are random: actor and external ids are version 4 UUIDs (122 random
+/// bits; an actor id is chosen by the program that registers it, external ids
+/// by the router), channel ids are 128 random bits from the router. So a hash
+/// only has to spread bits that are already uniform. Against ids chosen to
+/// collide, each instance is keyed by two 64-bit words drawn from
+/// [`random_state`]'s per-process key: without the keys, which never leave the
+/// process, colliding ids cannot be computed from the outside (no remote client
+/// chooses a table key: the gateway's sessions get router-made ids). It is not a
+/// cryptographic hash; a program that registers ids from an untrusted source
+/// should make them with [`ActorId::new`](crate::ActorId::new).
+#[derive(Clone)]
+pub(crate) struct IdHashState {
+    k0: u64,
+    k1: u64,
+}
+
+impl IdHashState {
+    /// A freshly keyed instance (fixed under loom, see [`random_state`]).
+    pub(crate) fn new() -> Self {
+        // `ahash::RandomState` keeps its seeds private: derive two words from it.
+        let seeds = random_state();
+        Self {
+            k0: seeds.hash_one(0x243f_6a88_85a3_08d3_u64) | 1,
+            k1: seeds.hash_one(0x1319_8a2e_0370_7344_u64),
+        }
+    }
+
+    /// The hash of `value`.
+    pub(crate) fn hash_one<T: std::hash::Hash>(&self, value: T) -> u64 {
+        std::hash::BuildHasher::hash_one(self, value)
+    }
+}
+
+impl std::hash::BuildHasher for IdHashState {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher { k0: self.k0, k1: self.k1, acc: 0 }
+    }
+}
+
+/// See [`IdHashState`]. Short writes (an enum's discriminant, a length prefix)
+/// are mixed in with a rotate and an add; 16 bytes (an id) and longer writes go
+/// through the folded multiply, 16 bytes at a time.
+pub(crate) struct IdHasher {
+    k0: u64,
+    k1: u64,
+    acc: u64,
+}
+
+impl IdHasher {
+    /// Both halves of the 128-bit product of `a` and `b`, folded into 64 bits.
+    fn fold(a: u64, b: u64) -> u64 {
+        let product = u128::from(a) * u128::from(b);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    fn word(bytes: &[u8]) -> u64 {
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(word)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(16) {
+            let (lo, hi) = chunk.split_at(chunk.len().min(8));
+            self.acc = Self::fold(Self::word(lo) ^ self.k0 ^ self.acc, Self::word(hi) ^ self.k1);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.acc = self.acc.rotate_left(23).wrapping_add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.acc
+    }
 }
 
 /// The clock. Under loom it is a mock that models advance explicitly.
@@ -287,6 +422,13 @@ pub(crate) mod thread {
 }
 
 /// The actor mailbox: a bounded MPMC queue with an async receive (flume).
+///
+/// Measured against tokio's `mpsc` in tokio tasks (`benches/mailbox.rs`,
+/// BENCHMARKS.md): tokio's is 4.6x faster when every receive waits (flume
+/// allocates a hook per wait, and its wake-up costs more), flume 2.7x faster
+/// when messages queue up. Flume stays: the routing
+/// workloads are the second shape, and it keeps blocking receives and the
+/// default build free of a runtime.
 #[cfg(not(loom))]
 pub(crate) mod chan {
     pub(crate) use flume::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
@@ -316,11 +458,11 @@ pub(crate) mod map {
 
     /// A concurrent hash map. Closures run while the entry's lock is held; they
     /// must not block.
-    pub(crate) struct ConcurrentMap<K, V>(dashmap::DashMap<K, V, ahash::RandomState>);
+    pub(crate) struct ConcurrentMap<K, V>(dashmap::DashMap<K, V, super::IdHashState>);
 
     impl<K: Eq + Hash, V> ConcurrentMap<K, V> {
         pub(crate) fn new() -> Self {
-            Self(dashmap::DashMap::with_hasher_and_shard_amount(super::random_state(), 16))
+            Self(dashmap::DashMap::with_hasher_and_shard_amount(super::IdHashState::new(), 16))
         }
 
         /// Runs `f` on the value for `key` under a read lock, passing `arg` along;

@@ -9,12 +9,18 @@
 //! take the write lock. That makes the table write the linearization point: once
 //! `unregister` has removed an entry, no message reaches its mailbox (see
 //! `delivery`).
+//!
+//! An [`ActorHandle`](crate::ActorHandle) reaches its entry without the table,
+//! through the registration's [`Gate`]: the same rule with a lock of the entry's
+//! own. Its sends put under the gate's read lock; whatever takes the table's
+//! write lock for the entry (unregistration, suspend, resume, replace, shutdown)
+//! also takes the gate's write lock, or closes the gate, before it returns.
 
 use crate::ids::Participant;
 use crate::mailbox::MailboxSender;
 use crate::message::ActorMessage;
 use crate::registration::MailboxState;
-use crate::sync::{chan, map::ConcurrentMap, Arc, AtomicBool, Ordering};
+use crate::sync::{chan, map::ConcurrentMap, Arc, AtomicBool, Ordering, RwLock};
 
 /// One table partition.
 pub(crate) type Table = ConcurrentMap<Participant, Arc<Entry>>;
@@ -64,5 +70,75 @@ impl Entry {
             Err(chan::TrySendError::Full(m)) => Attempt::Full(m),
             Err(chan::TrySendError::Disconnected(m)) => Attempt::Closed(m),
         }
+    }
+}
+
+/// Where a registration's handles reach its entry (see the module docs). Made
+/// with the first handle; the table's rules then apply to it too.
+pub(crate) struct Gate {
+    door: RwLock<Door>,
+}
+
+/// What a handle finds behind the gate.
+pub(crate) enum Door {
+    /// The registration's entry, registered.
+    Open(Arc<Entry>),
+    /// The mailbox was replaced: the registration goes on behind this gate.
+    Moved(Arc<Gate>),
+    /// The registration ended (unregistered, the mailbox dropped, shutdown).
+    Closed,
+}
+
+impl Gate {
+    /// Runs `f` on the entry the gate leads to under its read lock (following
+    /// the moves of replaced mailboxes), passing `arg` along; hands `arg` back if
+    /// the registration ended.
+    pub(crate) fn with<A, R>(&self, arg: A, f: impl FnOnce(&Arc<Entry>, A) -> R) -> Result<R, A> {
+        let mut next: Option<Arc<Gate>> = None;
+        loop {
+            let gate = next.as_deref().unwrap_or(self);
+            let door = gate.door.read();
+            let moved = match &*door {
+                Door::Open(entry) => return Ok(f(entry, arg)),
+                Door::Closed => return Err(arg),
+                Door::Moved(to) => Arc::clone(to),
+            };
+            drop(door);
+            next = Some(moved);
+        }
+    }
+
+    /// Ends the registration for handles: once this returns, no handle send is
+    /// in progress and none will reach the entry. Waits only for sends already
+    /// inside (none of which blocks).
+    pub(crate) fn close(&self) {
+        self.set(Door::Closed);
+    }
+
+    fn set(&self, door: Door) {
+        let old = std::mem::replace(&mut *self.door.write(), door);
+        // Dropped outside the lock.
+        drop(old);
+    }
+
+    /// Keeps handle sends out while the returned guard lives, for a change made
+    /// under the table's write lock (suspend, resume, replace), which may
+    /// change the door.
+    pub(crate) fn hold(&self) -> impl std::ops::DerefMut<Target = Door> + '_ {
+        self.door.write()
+    }
+}
+
+impl Entry {
+    /// The gate of this entry's registration, made on the first call. Called with
+    /// the entry in the table (under its read or write lock), so a removal, which
+    /// takes the write lock and then closes the gate, cannot miss it.
+    pub(crate) fn gate(this: &Arc<Self>) -> Option<Arc<Gate>> {
+        this.state.gate_or_insert_with(|| Arc::new(Gate { door: RwLock::new(Door::Open(Arc::clone(this))) }))
+    }
+
+    /// The gate of this entry's registration, if a handle made one.
+    pub(crate) fn existing_gate(&self) -> Option<Arc<Gate>> {
+        self.state.gate::<Arc<Gate>>()
     }
 }

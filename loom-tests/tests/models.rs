@@ -33,6 +33,8 @@
 //! | 16c | a sender waiting for room / unregister | the wait ends with `ActorNotFound` |
 //! | 17 | `replace_mailbox` / a fast-path send / overflow sends | every message moves or arrives once, in order |
 //! | 18 | `suspend` + `resume` / consumer / sender | held messages are released, once, in order |
+//! | 19 | `ActorHandle` sends / unregister / consumer | refused once `unregister` returned; else delivered once or a dead letter |
+//! | 20 | `ActorHandle` send / `replace_mailbox` | the handle follows the swap: once, in order, in the new mailbox |
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release`
 //! (see `.ci/loom` at the repository root). Each model explores every
@@ -1219,6 +1221,77 @@ fn suspend_resume_vs_consumer() {
         router.flush();
         assert!(take_waiting(&mailbox).is_empty());
         assert_eq!(router.metrics().total().overflow_depth, 0);
+        router.shutdown();
+    });
+}
+
+/// Model 19: sends through an `ActorHandle` (which skips the table) racing
+/// `unregister`, with the mailbox full so one of them may go through the
+/// overflow queue, while the actor takes the first message. The unregistering
+/// thread then sends through the handle once more: after `unregister` has
+/// returned, that send must be refused. Every accepted message is delivered
+/// once or counted as a dead letter; nothing arrives after the refusal.
+#[test]
+fn handle_send_vs_unregister() {
+    check("19 handle_send_vs_unregister", Depth::Deeper, || {
+        let router = router(1);
+        let (target, mailbox) = (id(1), registered(&router, id(1)));
+        let handle = router.handle(target).expect("handle");
+        handle.try_send(b"first".to_vec()).unwrap();
+
+        let unregistering = {
+            let (router, handle) = (router.clone(), handle.clone());
+            thread::spawn(move || {
+                router.unregister(target).expect("unregister");
+                handle.try_send(b"late".to_vec())
+            })
+        };
+        let sender = thread::spawn(move || handle.try_send(b"second".to_vec()));
+        assert_eq!(mailbox.recv().unwrap().data(), b"first");
+        let late = unregistering.join().unwrap();
+        let sent = sender.join().unwrap();
+        router.flush();
+
+        let late = late.expect_err("a handle send after unregister returned is refused");
+        assert_eq!(late.kind(), SendErrorKind::ActorNotFound);
+        let got = take_waiting(&mailbox);
+        let dead = dead_letters(&router);
+        match sent {
+            Ok(()) => assert_eq!(got.len() as u64 + dead, 1, "accepted: delivered or dead letter"),
+            Err(e) => {
+                assert_eq!(e.kind(), SendErrorKind::ActorNotFound);
+                assert!(got.is_empty());
+                assert_eq!(dead, 0);
+            }
+        }
+        assert!(got.iter().all(|m| m == b"second"));
+        assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        router.shutdown();
+    });
+}
+
+/// Model 20: a handle send racing `replace_mailbox` (mailboxes of one
+/// message, the old one full). The handle follows the registration to the new
+/// mailbox: its message and the old mailbox's arrive there once, in order;
+/// nothing stays in the old mailbox.
+#[test]
+fn handle_send_vs_replace() {
+    check("20 handle_send_vs_replace", Depth::Deeper, || {
+        let router = router(2);
+        let (target, old) = (id(1), registered(&router, id(1)));
+        let handle = router.handle(target).expect("handle");
+        handle.try_send(b"a".to_vec()).unwrap();
+
+        let sender = thread::spawn(move || handle.try_send(b"b".to_vec()).expect("accepted"));
+        let (tx, new) = router.mailbox();
+        router.replace_mailbox(target, tx).expect("replaced");
+        let got: Vec<Vec<u8>> = (0..2).map(|_| new.recv().expect("message").data().to_vec()).collect();
+        sender.join().unwrap();
+        router.flush();
+        assert_eq!(got, [b"a".to_vec(), b"b".to_vec()], "once, in order, in the new mailbox");
+        assert_eq!(old.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        assert!(take_waiting(&new).is_empty());
+        assert_eq!(dead_letters(&router), 0);
         router.shutdown();
     });
 }

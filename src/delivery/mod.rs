@@ -28,9 +28,12 @@
 //!    it: per-pair FIFO holds across overflow. The shard keeps one FIFO queue per
 //!    actor, fed in the order of its command queue.
 //! 3. **Under the table lock.** Every put into a mailbox, by a sender or by the
-//!    shard, happens while the table's read lock for the entry is held, and the
-//!    shard puts only into the entry that is still registered. Unregistration
-//!    takes the write lock, so once it returns nothing more is put.
+//!    shard, happens while the table's read lock for the entry is held — or,
+//!    for a send through an [`ActorHandle`](crate::ActorHandle), the read lock
+//!    of the registration's gate (`table::Gate`) — and the shard puts only into
+//!    the entry that is still registered. Unregistration takes the table's
+//!    write lock and then closes the gate (its write lock), so once it returns
+//!    nothing more is put; suspend, resume and replace hold both write locks.
 //! 4. **One drain notice.** After taking a message, the receiver posts `Drain`
 //!    if `in_flight > 0` and no notice is pending (`drain_signaled`, set by a swap).
 //!    The shard clears the flag *before* it drains, so a take after the drain
