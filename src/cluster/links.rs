@@ -59,11 +59,17 @@ pub(crate) struct OutStream {
     pub(crate) last: tokio::sync::Mutex<u64>,
     /// One-way payloads not yet acknowledged; `None` once the node is gone.
     pub(crate) unacked: Mutex<Option<VecDeque<Unacked>>>,
+    /// Woken by each acknowledgement (room in the window).
+    pub(crate) room: tokio::sync::Notify,
 }
 
 impl OutStream {
     fn new() -> Self {
-        Self { last: tokio::sync::Mutex::new(0), unacked: Mutex::new(Some(VecDeque::new())) }
+        Self {
+            last: tokio::sync::Mutex::new(0),
+            unacked: Mutex::new(Some(VecDeque::new())),
+            room: tokio::sync::Notify::new(),
+        }
     }
 
     /// Keeps a payload until it is acknowledged. `Err` hands it back when the
@@ -99,7 +105,14 @@ impl OutStream {
                 }
             }
         }
+        drop(guard);
+        self.room.notify_waiters();
         out
+    }
+
+    /// How many payloads wait for an acknowledgement.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.unacked.lock().as_ref().map_or(0, VecDeque::len)
     }
 
     /// Whether anything waits for an acknowledgement.
@@ -109,7 +122,9 @@ impl OutStream {
 
     /// Takes everything unacknowledged and refuses more.
     pub(crate) fn close(&self) -> Vec<Unacked> {
-        self.unacked.lock().take().map(Vec::from).unwrap_or_default()
+        let taken = self.unacked.lock().take().map(Vec::from).unwrap_or_default();
+        self.room.notify_waiters();
+        taken
     }
 }
 

@@ -22,6 +22,9 @@ use super::links::{fail, Unacked, Waiter};
 use super::node::Node;
 use super::wire::Body;
 
+/// The most one-way payloads in flight to one node before its acknowledgements.
+const WINDOW: usize = 8192;
+
 /// Drains the route to `who` (hosted by `node`, incarnation `incarnation`)
 /// until the route is removed.
 pub(crate) async fn run(node: Arc<Node>, host: String, incarnation: u64, who: Participant, mailbox: Mailbox) {
@@ -168,6 +171,17 @@ async fn send_one_way(
 ) {
     let stream = node.links.stream_to(host);
     let mut last = stream.last.lock().await;
+    // Flow control: at most `WINDOW` payloads unacknowledged, so that a
+    // receiver that falls behind is never flooded past what its connection
+    // buffers (NATS would drop the excess). Bounded by the node timeout: a
+    // receiver silent that long is taken for dead, which settles the window.
+    let deadline = tokio::time::Instant::now() + node.config.timeout();
+    while stream.in_flight() >= WINDOW {
+        let room = stream.room.notified();
+        if stream.in_flight() < WINDOW || tokio::time::timeout_at(deadline, room).await.is_err() {
+            break;
+        }
+    }
     let seq = *last + 1;
     // Kept before it leaves: its acknowledgement may come back at once.
     if let Err(lost) = stream.keep(Unacked { seq, target, channel, data: data.clone() }) {
