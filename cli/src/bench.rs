@@ -33,6 +33,8 @@ pub struct BenchArgs {
     /// measured one; for profiling, where a fixed amount of work is compared.
     #[arg(long)]
     pub messages: Option<u64>,
+    #[command(flatten)]
+    pub cluster: crate::cluster_bench::ClusterBenchArgs,
 }
 
 fn parse_impl(name: &str) -> Result<Impl, String> {
@@ -201,6 +203,9 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 type Medians = [Option<f64>; 3];
 
 pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
+    if args.cluster.cluster {
+        return crate::cluster_bench::run(&args.cluster, args.runs);
+    }
     let runs = args.runs.max(1);
     let run_time = Duration::from_millis(args.run_ms.max(1));
     let mut cases = cases();

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cluster_bench;
+mod cluster_serve;
 mod demo;
+mod demo_actors;
 mod gateway_cli;
 mod greeter;
 mod observe;

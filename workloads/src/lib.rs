@@ -30,6 +30,7 @@
 //! before, outside the timing, and one [`Fixture`] serves many runs.
 
 pub mod anchor;
+pub mod cluster;
 pub mod nats_raw;
 pub mod nats_server;
 
