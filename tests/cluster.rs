@@ -269,3 +269,88 @@ async fn exactly_once_and_fifo_across_nodes_with_churn() {
     a.leave().await;
     b.leave().await;
 }
+
+/// Channels across nodes close from either side: the far actor closing, the far
+/// actor unregistering, and an external client (a gateway session) of one node
+/// talking to an actor of another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_close_from_either_side_and_reach_external_clients() {
+    let Some(server) = NatsServer::start_or_skip("channels_close_from_either_side") else { return };
+    let url = server.url();
+    let (router_a, a) = join(&url, "a").await;
+    let (router_b, b) = join(&url, "b").await;
+    let (echo_b, reports_b) = echo(&router_b);
+    eventually("a learns b's echo", || a.locate(echo_b).is_some()).await;
+
+    // An external client attached on `a` opens a channel to `b`'s echo.
+    let (tx, client) = router_a.mailbox();
+    let external = router_a.attach_external(tx).unwrap();
+    let opened =
+        router_a.open_channel_async(external, echo_b, Vec::new(), Duration::from_secs(5)).await.unwrap();
+    router_a.channel_send(opened.id, external, b"from a client".to_vec()).unwrap();
+    match client.recv_timeout(Duration::from_secs(5)).unwrap() {
+        ActorMessage::ChannelMessage { data, .. } => assert_eq!(data, b"from a client"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The client goes away: the far side sees the channel close.
+    router_a.detach_external(external).unwrap();
+    assert_eq!(reports_b.recv_timeout(Duration::from_secs(5)).unwrap(), "close");
+
+    // An actor of `b` opens a channel to an actor of `a`, then `b`'s side closes it.
+    let local_a = ActorId::new();
+    let (tx, mailbox_a) = router_a.mailbox();
+    router_a.register(local_a, tx).unwrap();
+    let initiator_b = ActorId::new();
+    let (tx, mailbox_b) = router_b.mailbox();
+    router_b.register(initiator_b, tx).unwrap();
+    eventually("b learns a's actor", || b.locate(local_a).is_some()).await;
+    let acceptor = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while let Ok(msg) = mailbox_a.recv_timeout(Duration::from_secs(10)) {
+            match msg {
+                ActorMessage::ChannelOpen { reply, initial_msg, .. } => {
+                    seen.push(format!("open {}", String::from_utf8_lossy(&initial_msg)));
+                    reply.accept(None).unwrap();
+                }
+                ActorMessage::ChannelMessage { data, .. } => {
+                    seen.push(String::from_utf8_lossy(&data).into_owned())
+                }
+                ActorMessage::ChannelClose { .. } => {
+                    seen.push("close".to_owned());
+                    if seen.iter().filter(|s| *s == "close").count() == 2 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen
+    });
+    let first = router_b
+        .open_channel_async(initiator_b, local_a, b"one".to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    router_b.channel_send(first.id, initiator_b, b"m1".to_vec()).unwrap();
+    router_b.close_channel(first.id, initiator_b).unwrap();
+    // A second channel, ended by its initiator leaving its node.
+    let second = router_b
+        .open_channel_async(initiator_b, local_a, b"two".to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    router_b.channel_send(second.id, initiator_b, b"m2".to_vec()).unwrap();
+    router_b.unregister(initiator_b).unwrap();
+    let seen = tokio::task::spawn_blocking(move || acceptor.join().unwrap()).await.unwrap();
+    assert_eq!(seen, vec!["open one", "m1", "close", "open two", "m2", "close"]);
+    drop(mailbox_b);
+
+    // A channel open to an actor that left `b` meanwhile is refused, typed.
+    let (gone, _reports) = echo(&router_b);
+    eventually("a learns the short-lived actor", || a.locate(gone).is_some()).await;
+    router_b.unregister(gone).unwrap();
+    eventually("a forgets it", || a.locate(gone).is_none()).await;
+    let refused =
+        router_a.open_channel_async(local_a, gone, Vec::new(), Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(refused.error(), ChannelError::ParticipantNotFound(_)), "{refused:?}");
+    a.leave().await;
+    b.leave().await;
+}

@@ -28,6 +28,14 @@ pub(crate) enum Action {
     Unroute { id: ActorId },
 }
 
+/// What a frame told of its sender's liveness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    Known,
+    New,
+    Replaced,
+}
+
 /// Another node, as this one knows it.
 pub(crate) struct NodeView {
     pub(crate) incarnation: u64,
@@ -53,22 +61,34 @@ pub(crate) struct Directory {
     pub(crate) nodes: BTreeMap<String, NodeView>,
     /// Routes registered in the router: remote actor -> (node, incarnation).
     pub(crate) routes: HashMap<ActorId, (String, u64)>,
+    /// The incarnation of each node that said it leaves: its late frames are
+    /// ignored rather than taken for a new arrival.
+    pub(crate) left: HashMap<String, u64>,
 }
 
 impl Directory {
     pub(crate) fn new(node: String) -> Self {
-        Self { node, local: HashMap::new(), version: 0, nodes: BTreeMap::new(), routes: HashMap::new() }
+        Self {
+            node,
+            local: HashMap::new(),
+            version: 0,
+            nodes: BTreeMap::new(),
+            routes: HashMap::new(),
+            left: HashMap::new(),
+        }
     }
 
-    /// Records that `node` is alive. `true` when it is new (or a new
-    /// incarnation; then the actions for the old one's departure are in `out`).
-    pub(crate) fn seen(&mut self, node: &str, incarnation: u64, now: Instant, out: &mut Vec<Action>) -> bool {
+    /// Records that `node` is alive: `Known`, `New`, or `Replaced` (a new
+    /// incarnation; the actions for the old one's departure are in `out`).
+    pub(crate) fn seen(&mut self, node: &str, incarnation: u64, now: Instant, out: &mut Vec<Action>) -> Seen {
+        let mut seen = Seen::New;
         if let Some(view) = self.nodes.get_mut(node) {
             if view.incarnation == incarnation {
                 view.last_seen = now;
-                return false;
+                return Seen::Known;
             }
             self.remove_node(node, out);
+            seen = Seen::Replaced;
         }
         let view = NodeView {
             incarnation,
@@ -81,7 +101,7 @@ impl Directory {
             synced: false,
         };
         self.nodes.insert(node.to_owned(), view);
-        true
+        seen
     }
 
     /// `node` left or died: its actors leave the directory.
@@ -99,6 +119,15 @@ impl Directory {
         }
         self.routes.insert(id, (node.to_owned(), incarnation));
         out.push(Action::Route { node: node.to_owned(), incarnation, id });
+    }
+
+    /// Claims the route to `id` on `node` ahead of the directory (a channel
+    /// opened by an actor this node has not heard of yet). `false` if the id is
+    /// local or routed already.
+    pub(crate) fn claim_route(&mut self, id: ActorId, node: &str, incarnation: u64) -> bool {
+        let mut out = Vec::new();
+        self.route(id, node, incarnation, &mut out);
+        !out.is_empty()
     }
 
     fn unroute(&mut self, id: ActorId, node: &str, out: &mut Vec<Action>) {

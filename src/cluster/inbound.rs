@@ -11,9 +11,10 @@ use crate::ids::{ActorId, ChannelId, Participant};
 use crate::message::{reply_channel, ActorMessage};
 use crate::metrics::DeadLetterReason;
 
+use super::directory::Seen;
 use super::links::{fail, ChannelLink, InStream, Waiter};
 use super::node::{Counters, Node};
-use super::wire::{self, Body, Frame, OpenOutcome};
+use super::wire::{self, Body, Frame, Header, OpenOutcome};
 
 /// Handles one received NATS message.
 pub(crate) async fn handle(node: &Arc<Node>, payload: &[u8]) {
@@ -35,20 +36,26 @@ pub(crate) async fn handle(node: &Arc<Node>, payload: &[u8]) {
     Counters::bump(&node.counters.frames_received);
     let Frame { header, body } = frame;
     let from = header.node.as_str();
+    if node.dir.lock().left.get(from) == Some(&header.incarnation) {
+        return;
+    }
     // Any frame of a node shows it alive.
     let mut actions = Vec::new();
-    let new = node.dir.lock().seen(from, header.incarnation, node.seen_at(), &mut actions);
-    if !actions.is_empty() {
+    let seen = node.dir.lock().seen(from, header.incarnation, node.seen_at(), &mut actions);
+    if seen == Seen::Replaced {
         node.node_gone_actions(from, actions);
     }
-    if new {
+    if seen != Seen::Known {
         tracing::info!(node = from, "cluster node joined");
         let version = node.dir.lock().version;
         node.announce(&Body::Heartbeat { version });
     }
     match body {
         Body::Heartbeat { version } => node.dir.lock().announced(from, version),
-        Body::Leave => node.node_gone(from),
+        Body::Leave => {
+            node.dir.lock().left.insert(from.to_owned(), header.incarnation);
+            node.node_gone(from);
+        }
         Body::DirAdd { version, id, name } => directory(node, from, version, id, Some(name)),
         Body::DirRemove { version, id } => directory(node, from, version, id, None),
         Body::SnapshotRequest => node.send_snapshot(from),
@@ -58,12 +65,14 @@ pub(crate) async fn handle(node: &Arc<Node>, payload: &[u8]) {
             node.apply(actions);
         }
         Body::Send { seq, to, data } => {
-            track(node, from, header.incarnation, seq);
-            deliver(node, to, data);
+            if track(node, &header, seq) {
+                deliver(node, to, data);
+            }
         }
         Body::Request { seq, corr, to, wait_ms, data } => {
-            track(node, from, header.incarnation, seq);
-            request(node, from, corr, to, wait_ms, data).await;
+            if track(node, &header, seq) {
+                request(node, from, corr, to, wait_ms, data).await;
+            }
         }
         Body::Reply { corr, outcome } => match (node.links.take(from, corr), outcome) {
             (Some(Waiter::Request(reply)), Ok(data)) => {
@@ -74,12 +83,16 @@ pub(crate) async fn handle(node: &Arc<Node>, payload: &[u8]) {
             (None, _) => {}
         },
         Body::Open { seq, corr, channel, initiator, target, wait_ms, initial } => {
-            track(node, from, header.incarnation, seq);
-            open(node, from, header.incarnation, corr, channel, initiator, target, wait_ms, initial).await;
+            if track(node, &header, seq) {
+                open(node, from, header.incarnation, corr, channel, initiator, target, wait_ms, initial)
+                    .await;
+            }
         }
-        Body::OpenReply { corr, outcome } => opened(node, from, corr, outcome).await,
+        Body::OpenReply { corr, outcome } => opened(node, from, header.incarnation, corr, outcome).await,
         Body::ChannelData { seq, channel, sender, data } => {
-            track(node, from, header.incarnation, seq);
+            if !track(node, &header, seq) {
+                return;
+            }
             let channel = ChannelId::from_u128(channel);
             if let Err(e) = node.router.channel_send(channel, sender, data) {
                 Counters::bump(&node.counters.inbound_dead_letters);
@@ -88,10 +101,15 @@ pub(crate) async fn handle(node: &Arc<Node>, payload: &[u8]) {
             }
         }
         Body::ChannelClose { seq, channel, closer } => {
-            track(node, from, header.incarnation, seq);
+            if !track(node, &header, seq) {
+                return;
+            }
             let channel = ChannelId::from_u128(channel);
-            node.links.channels.lock().remove(&channel);
+            let link = node.links.channels.lock().remove(&channel);
             let _ = node.router.close_channel(channel, closer);
+            if let Some(link) = link {
+                node.release_external(link.route);
+            }
         }
         Body::Ack { stream, upto, lost } => {
             if stream == node.header.incarnation {
@@ -104,10 +122,13 @@ pub(crate) async fn handle(node: &Arc<Node>, payload: &[u8]) {
             }
         }
         Body::Sync { stream, last } => {
-            if stream == header.incarnation {
+            if stream == header.incarnation && header.to == node.header.incarnation {
                 let mut inbound = node.links.inbound.lock();
-                let s = inbound.entry(from.to_owned()).or_insert_with(|| fresh(stream, last));
-                if s.incarnation == stream && last > s.last {
+                let s = inbound.entry(from.to_owned()).or_insert_with(|| fresh(stream, 0));
+                if s.incarnation != stream {
+                    *s = fresh(stream, 0);
+                }
+                if last > s.last {
                     s.lost.push((s.last + 1, last));
                     s.last = last;
                 }
@@ -120,18 +141,24 @@ fn fresh(incarnation: u64, last: u64) -> InStream {
     InStream { incarnation, last, acked: last, lost: Vec::new() }
 }
 
-/// Notes frame `seq` of `from`'s stream; a jump records the frames lost.
-fn track(node: &Node, from: &str, incarnation: u64, seq: u64) {
+/// Notes frame `seq` of the sender's stream; a jump records the frames lost.
+/// `false` for a frame meant for a former incarnation of this node: it is
+/// dropped (its sender settles it when it learns of this incarnation).
+fn track(node: &Node, header: &Header, seq: u64) -> bool {
+    if header.to != node.header.incarnation {
+        tracing::debug!(node = %header.node, "frame for a former incarnation dropped");
+        return false;
+    }
     let mut inbound = node.links.inbound.lock();
-    let before = seq.saturating_sub(1);
-    let s = inbound.entry(from.to_owned()).or_insert_with(|| fresh(incarnation, before));
-    if s.incarnation != incarnation {
-        *s = fresh(incarnation, before);
+    let s = inbound.entry(header.node.clone()).or_insert_with(|| fresh(header.incarnation, 0));
+    if s.incarnation != header.incarnation {
+        *s = fresh(header.incarnation, 0);
     }
     if seq > s.last + 1 {
         s.lost.push((s.last + 1, seq - 1));
     }
     s.last = s.last.max(seq);
+    true
 }
 
 fn directory(node: &Arc<Node>, from: &str, version: u64, id: ActorId, add: Option<Option<String>>) {
@@ -219,10 +246,16 @@ async fn open(
     // The initiator needs a route here, for the channel table's checks and for
     // the target's answers; an external client's is made on demand.
     if node.inner().state_of(initiator).is_none() {
-        if let Participant::External(e) = initiator {
-            node.links.externals.lock().insert(e, from.to_owned());
+        let claimed = match initiator {
+            Participant::External(e) => {
+                node.links.externals.lock().insert(e, from.to_owned());
+                true
+            }
+            Participant::Actor(id) => node.dir.lock().claim_route(id, from, incarnation),
+        };
+        if claimed {
+            node.add_route(initiator, from.to_owned(), incarnation);
         }
-        node.add_route(initiator, from.to_owned(), incarnation);
     }
     let wait = Duration::from_millis(wait_ms);
     let future = node.router.open_channel_async(initiator, target, initial, wait);
@@ -246,14 +279,15 @@ async fn open(
         // Linked after the answer left: the target's first messages on the
         // channel wait for the link, so they follow the answer.
         if let Some(channel) = accepted {
-            let link = ChannelLink { node: from, remote, local: Participant::Actor(target) };
+            let link =
+                ChannelLink { node: from, remote, local: Participant::Actor(target), route: initiator };
             node.links.channels.lock().insert(channel, link);
             node.links.linked.notify_waiters();
         }
     });
 }
 
-async fn opened(node: &Arc<Node>, from: &str, corr: u64, outcome: OpenOutcome) {
+async fn opened(node: &Arc<Node>, from: &str, incarnation: u64, corr: u64, outcome: OpenOutcome) {
     let Some(waiter) = node.links.take(from, corr) else {
         // The open is no longer waited for here: close what was opened there.
         if let Ok(Some(_)) = outcome {
@@ -267,13 +301,13 @@ async fn opened(node: &Arc<Node>, from: &str, corr: u64, outcome: OpenOutcome) {
     };
     match outcome {
         Ok(Some((remote, response))) => {
-            let link = ChannelLink { node: from.to_owned(), remote, local };
+            let link = ChannelLink { node: from.to_owned(), remote, local, route };
             node.links.channels.lock().insert(channel, link);
             node.links.linked.notify_waiters();
             if reply.accept(response).is_err() {
                 // Settled here meanwhile (timed out): the far side closes too.
                 node.links.channels.lock().remove(&channel);
-                super::proxy::numbered(node, from, |seq| Body::ChannelClose {
+                super::proxy::numbered(node, from, incarnation, |seq| Body::ChannelClose {
                     seq,
                     channel: remote,
                     closer: local,

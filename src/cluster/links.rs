@@ -41,6 +41,8 @@ pub(crate) struct ChannelLink {
     pub(crate) remote: u128,
     /// The participant on this node.
     pub(crate) local: Participant,
+    /// The route standing for the other participant here.
+    pub(crate) route: Participant,
 }
 
 /// A one-way payload not yet acknowledged.
@@ -51,8 +53,10 @@ pub(crate) struct Unacked {
     pub(crate) data: Vec<u8>,
 }
 
-/// This node's stream to one other node.
+/// This node's stream to one incarnation of another node.
 pub(crate) struct OutStream {
+    /// The incarnation of the receiving node.
+    pub(crate) peer: u64,
     /// The last number given out; held across a publish, so that numbers
     /// reach the connection in order and a `Sync` never claims a frame not yet
     /// handed to it.
@@ -64,8 +68,9 @@ pub(crate) struct OutStream {
 }
 
 impl OutStream {
-    fn new() -> Self {
+    fn new(peer: u64) -> Self {
         Self {
+            peer,
             last: tokio::sync::Mutex::new(0),
             unacked: Mutex::new(Some(VecDeque::new())),
             room: tokio::sync::Notify::new(),
@@ -172,8 +177,16 @@ impl Links {
         self.waiters.lock().remove(&corr).map(|(_, w)| w)
     }
 
-    pub(crate) fn stream_to(&self, node: &str) -> Arc<OutStream> {
-        Arc::clone(self.out.lock().entry(node.to_owned()).or_insert_with(|| Arc::new(OutStream::new())))
+    /// The stream to `node`'s incarnation `peer`. A stream to a former
+    /// incarnation is closed; what it left unacknowledged is returned.
+    pub(crate) fn stream_to(&self, node: &str, peer: u64) -> (Arc<OutStream>, Vec<Unacked>) {
+        let mut out = self.out.lock();
+        let stream = out.entry(node.to_owned()).or_insert_with(|| Arc::new(OutStream::new(peer)));
+        if stream.peer == peer {
+            return (Arc::clone(stream), Vec::new());
+        }
+        let old = std::mem::replace(stream, Arc::new(OutStream::new(peer)));
+        (Arc::clone(stream), old.close())
     }
 
     /// `node` is gone: its waiters fail with `ActorNotFound`, its channel links
@@ -195,7 +208,9 @@ impl Links {
                 this.remote_dead_letter(lost.target, lost.channel, lost.data);
             }
         }
-        self.inbound.lock().remove(node);
+        // What arrived of its stream is kept: a node taken for dead that was
+        // only cut off comes back with the same stream, and the numbers it
+        // sends next must still show what was lost meanwhile.
         let mut externals = self.externals.lock();
         let gone: Vec<ExternalId> = externals.iter().filter(|(_, n)| *n == node).map(|(e, _)| *e).collect();
         gone.into_iter()

@@ -84,6 +84,13 @@ impl Node {
         wire::encode(&self.header, body)
     }
 
+    /// Publishes a frame of this node's numbered stream to `node`'s
+    /// incarnation `to` (see [`Node::publish`]).
+    pub(crate) async fn publish_to(&self, node: &str, to: u64, body: &Body) -> bool {
+        let header = Header { node: self.header.node.clone(), incarnation: self.header.incarnation, to };
+        self.publish_bytes(node, wire::encode(&header, body)).await
+    }
+
     /// Queues a membership or directory frame for the members subject.
     pub(crate) fn announce(&self, body: &Body) {
         self.queue(self.members_subject.clone(), body);
@@ -113,7 +120,11 @@ impl Node {
     /// Publishes a data frame to `node`, bounded by the publish timeout. `false`
     /// when it could not be handed to the connection.
     pub(crate) async fn publish(&self, node: &str, body: &Body) -> bool {
-        let payload = Bytes::from(self.encode(body));
+        self.publish_bytes(node, self.encode(body)).await
+    }
+
+    async fn publish_bytes(&self, node: &str, frame: Vec<u8>) -> bool {
+        let payload = Bytes::from(frame);
         let publish = self.client.publish(self.subject_of(node), payload);
         match tokio::time::timeout(self.config.publish_timeout, publish).await {
             Ok(Ok(())) => {
@@ -159,7 +170,7 @@ impl Node {
                 Action::Route { node, incarnation, id } => {
                     self.add_route(Participant::Actor(id), node, incarnation)
                 }
-                Action::Unroute { id } => self.remove_route(Participant::Actor(id)),
+                Action::Unroute { id } => self.unroute_after_channels(Participant::Actor(id)),
             }
         }
     }
@@ -191,6 +202,27 @@ impl Node {
         }
     }
 
+    /// Removes the route to `who`, an actor that left its node's directory.
+    /// Its node closes the channels through the route itself, on the same
+    /// ordered stream as their messages; the announcement may overtake those,
+    /// so while channels still go through the route, its removal waits for
+    /// their closes (at most the node timeout).
+    pub(crate) fn unroute_after_channels(self: &Arc<Self>, who: Participant) {
+        let busy = move |node: &Node| node.links.channels.lock().values().any(|l| l.route == who);
+        if !busy(self) {
+            self.remove_route(who);
+            return;
+        }
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let deadline = Instant::now() + node.config.timeout();
+            while busy(&node) && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            node.remove_route(who);
+        });
+    }
+
     /// Removes the proxy of `who`: its requests and opens fail, its channels
     /// close (their local participants get `ChannelClose`), and what is still in
     /// its mailbox is dead-lettered by its task.
@@ -198,6 +230,16 @@ impl Node {
         let removed = self.inner().remove(who, |_| true, DeadLetterReason::Unregistered);
         if removed.is_ok() {
             tracing::debug!(participant = %who, "route to a remote participant removed");
+        }
+    }
+
+    /// Removes the route to an external client of another node once no
+    /// channel goes through it any more.
+    pub(crate) fn release_external(&self, route: Participant) {
+        let Participant::External(e) = route else { return };
+        let in_use = self.links.channels.lock().values().any(|l| l.route == route);
+        if !in_use && self.links.externals.lock().remove(&e).is_some() {
+            self.remove_route(route);
         }
     }
 

@@ -54,7 +54,8 @@ async fn forward(node: &Arc<Node>, host: &str, incarnation: u64, who: Participan
                 node.remote_dead_letter(who, None, data);
                 return;
             }
-            send_one_way(node, host, who, None, data, |seq, data| Body::Send { seq, to, data }).await;
+            send_one_way(node, host, incarnation, who, None, data, |seq, data| Body::Send { seq, to, data })
+                .await;
         }
         ActorMessage::Request { data, reply } => {
             let Participant::Actor(to) = who else { return };
@@ -64,7 +65,8 @@ async fn forward(node: &Arc<Node>, host: &str, incarnation: u64, who: Participan
             }
             let corr = node.links.wait_for(host, Waiter::Request(reply));
             let wait_ms = wait_ms(node.config.remote_wait);
-            let sent = numbered(node, host, |seq| Body::Request { seq, corr, to, wait_ms, data }).await;
+            let sent =
+                numbered(node, host, incarnation, |seq| Body::Request { seq, corr, to, wait_ms, data }).await;
             if !sent {
                 if let Some(waiter) = node.links.cancel(corr) {
                     fail(waiter, RequestError::ActorNotFound);
@@ -87,7 +89,7 @@ async fn forward(node: &Arc<Node>, host: &str, incarnation: u64, who: Participan
             let corr = node.links.wait_for(host, waiter);
             let wait_ms = wait_ms(node.config.remote_wait);
             let channel = channel_id.as_u128();
-            let sent = numbered(node, host, |seq| Body::Open {
+            let sent = numbered(node, host, incarnation, |seq| Body::Open {
                 seq,
                 corr,
                 channel,
@@ -113,46 +115,56 @@ async fn forward(node: &Arc<Node>, host: &str, incarnation: u64, who: Participan
                 return;
             }
             let (channel, sender) = (link.remote, link.local);
-            send_one_way(node, host, who, Some(channel_id), data, |seq, data| Body::ChannelData {
-                seq,
-                channel,
-                sender,
-                data,
+            send_one_way(node, host, incarnation, who, Some(channel_id), data, |seq, data| {
+                Body::ChannelData { seq, channel, sender, data }
             })
             .await;
         }
         ActorMessage::ChannelClose { channel_id, .. } => {
-            let link = link_of(node, channel_id).await;
+            // The channel has left the router's table already: only a link in
+            // the making is waited for.
+            let linked = node.links.channels.lock().remove(&channel_id);
+            let link = match linked {
+                Some(link) => Some(link),
+                None => link_of(node, channel_id).await,
+            };
             node.links.channels.lock().remove(&channel_id);
+            if let Some(link) = &link {
+                node.release_external(link.route);
+            }
             if let (Some(link), true) = (link, up) {
                 let (channel, closer) = (link.remote, link.local);
-                numbered(node, host, |seq| Body::ChannelClose { seq, channel, closer }).await;
+                numbered(node, host, incarnation, |seq| Body::ChannelClose { seq, channel, closer }).await;
             }
         }
     }
 }
 
-/// The link of a channel this node's side knows; waits (bounded by the remote
-/// wait) for a link that an open in progress is about to add.
+/// The link of a channel this node's side knows. While the channel is still in
+/// the router's table but not linked yet (its open is being answered), waits
+/// for the link, at most the remote wait.
 async fn link_of(node: &Node, channel: crate::ChannelId) -> Option<super::links::ChannelLink> {
-    let deadline = tokio::time::Instant::now() + node.config.remote_wait.min(Duration::from_secs(60));
+    let deadline = tokio::time::Instant::now() + node.config.remote_wait;
     loop {
         let notified = node.links.linked.notified();
         if let Some(link) = node.links.channels.lock().get(&channel).cloned() {
             return Some(link);
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        let exists = node.inner().channels.map.with(&channel, (), |_, ()| ()).is_ok();
+        if !exists || tokio::time::Instant::now() >= deadline {
             return None;
         }
+        let tick = tokio::time::Instant::now() + Duration::from_millis(10);
+        let _ = tokio::time::timeout_at(tick.min(deadline), notified).await;
     }
 }
 
 /// Publishes a numbered frame to `host`. `false` if it never left.
-pub(crate) async fn numbered(node: &Node, host: &str, body: impl FnOnce(u64) -> Body) -> bool {
-    let stream = node.links.stream_to(host);
+pub(crate) async fn numbered(node: &Node, host: &str, peer: u64, body: impl FnOnce(u64) -> Body) -> bool {
+    let stream = stream_to(node, host, peer);
     let mut last = stream.last.lock().await;
     let seq = *last + 1;
-    let sent = node.publish(host, &body(seq)).await;
+    let sent = node.publish_to(host, peer, &body(seq)).await;
     if sent {
         *last = seq;
     }
@@ -161,15 +173,27 @@ pub(crate) async fn numbered(node: &Node, host: &str, body: impl FnOnce(u64) -> 
 
 /// Publishes a one-way frame, keeping a copy of its payload until `host`
 /// acknowledges it; one that cannot leave is a dead letter at once.
+/// The stream to `host`'s incarnation `peer`; what a stream to its former
+/// incarnation left unacknowledged becomes dead letters.
+fn stream_to(node: &Node, host: &str, peer: u64) -> std::sync::Arc<super::links::OutStream> {
+    let (stream, lost) = node.links.stream_to(host, peer);
+    for lost in lost {
+        node.remote_dead_letter(lost.target, lost.channel, lost.data);
+    }
+    stream
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn send_one_way(
     node: &Node,
     host: &str,
+    peer: u64,
     target: Participant,
     channel: Option<crate::ChannelId>,
     data: Vec<u8>,
     body: impl FnOnce(u64, Vec<u8>) -> Body,
 ) {
-    let stream = node.links.stream_to(host);
+    let stream = stream_to(node, host, peer);
     let mut last = stream.last.lock().await;
     // Flow control: at most `WINDOW` payloads unacknowledged, so that a
     // receiver that falls behind is never flooded past what its connection
@@ -188,7 +212,7 @@ async fn send_one_way(
         node.remote_dead_letter(lost.target, lost.channel, lost.data);
         return;
     }
-    if node.publish(host, &body(seq, data)).await {
+    if node.publish_to(host, peer, &body(seq, data)).await {
         *last = seq;
     } else if let Some(lost) = stream.unkeep(seq) {
         node.remote_dead_letter(lost.target, lost.channel, lost.data);

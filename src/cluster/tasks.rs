@@ -80,7 +80,7 @@ impl Cluster {
         let node = Arc::new(Node {
             router: router.clone(),
             client,
-            header: Header { node: config.node.clone(), incarnation },
+            header: Header { node: config.node.clone(), incarnation, to: 0 },
             dir: Mutex::new(Directory::new(config.node.clone())),
             config,
             members_subject,
@@ -295,9 +295,10 @@ async fn heartbeat(node: Arc<Node>) {
         let streams: Vec<(String, Arc<super::links::OutStream>)> =
             node.links.out.lock().iter().map(|(n, s)| (n.clone(), Arc::clone(s))).collect();
         for (other, stream) in streams {
-            if stream.pending() {
-                let last = stream.last.lock().await;
-                node.publish(&other, &Body::Sync { stream: node.header.incarnation, last: *last }).await;
+            // A stream busy publishing is skipped: its Sync goes next beat.
+            if let (true, Ok(last)) = (stream.pending(), stream.last.try_lock()) {
+                let sync = Body::Sync { stream: node.header.incarnation, last: *last };
+                node.publish_to(&other, stream.peer, &sync).await;
             }
         }
     }

@@ -3,7 +3,8 @@
 //! Every frame starts with a header: the format's version byte ([`VERSION`]), a
 //! kind byte, the sending node's name (a length byte and UTF-8) and its
 //! incarnation (a random `u64` drawn when it joined, so that a restarted node is
-//! told apart from its former self). The body follows, fields in a fixed order:
+//! told apart from its former self), and the incarnation of the receiver a
+//! numbered frame is meant for (0 for the others). The body follows, fields in a fixed order:
 //! integers little-endian, ids as their 16 bytes, strings with a `u16` length,
 //! payloads with a `u32` length and their bytes untouched.
 //!
@@ -30,6 +31,10 @@ pub struct Header {
     pub node: String,
     /// The sending node's incarnation.
     pub incarnation: u64,
+    /// For a frame of a numbered stream: the incarnation of the receiving node
+    /// the stream is meant for (a restarted receiver drops its former self's
+    /// frames). 0 for the other frames.
+    pub to: u64,
 }
 
 /// What a frame says. The fields are the protocol's (see each variant; `seq` is
@@ -132,6 +137,7 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     w.u8(kind(body));
     w.short_str(&header.node);
     w.u64(header.incarnation);
+    w.u64(header.to);
     match body {
         Body::Heartbeat { version } => w.u64(*version),
         Body::Leave | Body::SnapshotRequest => {}
@@ -249,6 +255,7 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
     let kind = r.u8()?;
     let node = r.short_str()?;
     let incarnation = r.u64()?;
+    let to = r.u64()?;
     let body = match kind {
         HEARTBEAT => Body::Heartbeat { version: r.u64()? },
         LEAVE => Body::Leave,
@@ -324,7 +331,7 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
     if !r.0.is_empty() {
         return Err(DecodeError::Trailing);
     }
-    Ok(Frame { header: Header { node, incarnation }, body })
+    Ok(Frame { header: Header { node, incarnation, to }, body })
 }
 
 fn kind(body: &Body) -> u8 {
