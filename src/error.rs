@@ -289,6 +289,9 @@ pub enum RegisterError {
     /// The shard this id hashes to failed (see
     /// [`Router::is_degraded`](crate::Router::is_degraded)).
     ShardFailed,
+    /// The router is a node of a cluster and this id is registered on another
+    /// node (feature `nats`).
+    OnAnotherNode(ActorId),
 }
 
 impl fmt::Display for RegisterError {
@@ -297,6 +300,7 @@ impl fmt::Display for RegisterError {
             Self::MailboxClosed => f.write_str("register failed: the mailbox's receiving half was dropped"),
             Self::ShardFailed => f.write_str("register failed: the id's shard failed"),
             Self::AlreadyRegistered(id) => write!(f, "actor {id} is already registered"),
+            Self::OnAnotherNode(id) => write!(f, "actor {id} is registered on another node of the cluster"),
             Self::ExternalIdInUse(id) => write!(f, "external id {id} is already attached"),
             Self::Shutdown => f.write_str("register failed: the router has shut down"),
         }

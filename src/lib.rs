@@ -65,6 +65,8 @@
 //!   (feature `metrics`) hands the counters to the `metrics` crate's recorder.
 //! * Moving from Theater's single-task router: [`compat`].
 //! * External clients over TCP: `gateway` (features `gateway` and `server`).
+//! * One router across several processes and machines, over NATS: `cluster`
+//!   (feature `nats`).
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -72,6 +74,8 @@
 // The face: what users call.
 mod builder;
 mod channel_api;
+#[cfg(all(feature = "nats", not(loom)))]
+pub mod cluster;
 pub mod compat;
 #[cfg(all(feature = "gateway", not(loom)))]
 pub mod gateway;

@@ -90,6 +90,7 @@ impl Router {
             overflow_bound,
             dead_letters,
             drained: Mutex::new(Vec::new()),
+            cluster: std::sync::OnceLock::new(),
         });
         let owner = Owner {
             inner: Arc::clone(&inner),
@@ -152,6 +153,10 @@ impl Router {
     pub fn unregister(&self, id: ActorId) -> Result<(), UnregisterError> {
         if self.inner.is_closed() {
             return Err(UnregisterError::Shutdown);
+        }
+        // The route to another node's actor is the cluster's, not the caller's.
+        if self.inner.cluster.get().is_some_and(|c| c.is_remote(id)) {
+            return Err(UnregisterError::ActorNotFound(id));
         }
         self.inner
             .remove(Participant::Actor(id), |_| true, DeadLetterReason::Unregistered)

@@ -8,7 +8,7 @@ use std::task::Waker;
 use crate::channels::{ChannelTable, Leaving};
 use crate::delivery::route::{route, OnFull};
 use crate::error::{RegisterError, RequestError, SendError, SendErrorKind};
-use crate::ids::Participant;
+use crate::ids::{ActorId, Participant};
 use crate::inbox::{Cmd, DeadLetterSink, ShardHandle};
 use crate::mailbox::MailboxSender;
 use crate::message::ActorMessage;
@@ -43,6 +43,18 @@ pub(crate) enum Routed {
     Failed(SendError<ActorMessage>),
 }
 
+/// What a node of a cluster (the `cluster` module, feature `nats`) is told about
+/// this router's registrations. Set once per router; never consulted on the send
+/// path (remote actors are reached through registrations of their own).
+pub(crate) trait ClusterHook: Send + Sync {
+    /// A local actor was registered.
+    fn registered(&self, id: ActorId);
+    /// A local actor's registration ended.
+    fn unregistered(&self, id: ActorId);
+    /// `id` is registered here as the route to an actor of another node.
+    fn is_remote(&self, id: ActorId) -> bool;
+}
+
 /// The routing core: what callers, mailboxes and the shutdown path share.
 pub(crate) struct Inner {
     pub(crate) shards: Box<[ShardHandle]>,
@@ -55,6 +67,8 @@ pub(crate) struct Inner {
     /// Entries taken out of the tables at shutdown. Their mailbox senders are
     /// dropped only after the shards have stopped (see [`Owner::shutdown`]).
     pub(crate) drained: Mutex<Vec<Arc<Entry>>>,
+    /// The cluster this router joined, if any.
+    pub(crate) cluster: std::sync::OnceLock<std::sync::Arc<dyn ClusterHook>>,
 }
 
 impl Inner {
@@ -202,6 +216,9 @@ impl Inner {
         if shard.shared.table.insert_new(who, entry).is_err() {
             state.reset_link();
             return Err(match who {
+                Participant::Actor(id) if this.cluster.get().is_some_and(|c| c.is_remote(id)) => {
+                    RegisterError::OnAnotherNode(id)
+                }
                 Participant::Actor(id) => RegisterError::AlreadyRegistered(id),
                 Participant::External(id) => RegisterError::ExternalIdInUse(id),
             });
@@ -226,6 +243,9 @@ impl Inner {
             this.mailbox_dropped(who, &state);
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "registered");
+        if let (Participant::Actor(id), Some(cluster)) = (who, this.cluster.get()) {
+            cluster.registered(id);
+        }
         Ok(())
     }
 
@@ -262,6 +282,9 @@ impl Inner {
             let _ = shard.cmd.send(Cmd::Unregistered(entry, reason));
         }
         tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
+        if let (Participant::Actor(id), Some(cluster)) = (who, self.cluster.get()) {
+            cluster.unregistered(id);
+        }
         Ok(())
     }
 

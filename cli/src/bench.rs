@@ -44,6 +44,8 @@ pub struct BenchArgs {
     /// Draw the ratios (or, with --latency, the percentiles) into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: crate::cluster_bench::ClusterBenchArgs,
 }
 
 fn parse_impl(name: &str) -> Result<Impl, String> {
@@ -88,6 +90,9 @@ fn row(runs: &[[Option<f64>; N]]) -> Row {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
+    if args.cluster.cluster {
+        return crate::cluster_bench::run(&args.cluster, args.runs);
+    }
     if args.latency {
         return crate::bench_latency::run(args);
     }

@@ -1,5 +1,6 @@
 //! `sharded-router serve` and the gateway client verbs (`list`, `send`, `request`,
-//! `channel`, `update`).
+//! `channel`, `update`). With `--nats`, `serve` joins a cluster
+//! (`cluster_serve.rs`) and the verbs reach every actor of it through any node.
 //!
 //! Payloads on the command line are UTF-8 text. Answers are printed as text when
 //! they are valid UTF-8, and as hex otherwise.
@@ -23,16 +24,20 @@ use sharded_router::gateway::{
     first_token, Client, ClientConfig, Event, RateLimit, Server, ServerConfig, SessionConfig, TlsClient,
     TlsServer, TokenSet, DEFAULT_BIND, DEFAULT_MAX_FRAME_LENGTH,
 };
-use sharded_router::{ActorId, ActorMessage, Mailbox, Router};
+use sharded_router::{ActorId, Router};
 
+use crate::cluster_serve::{ClusterArgs, Directory};
+use crate::demo_actors::DEMO_ACTORS;
 use crate::greeter::Greeter;
 
 #[derive(Subcommand, Debug)]
 pub enum GatewayCommand {
     /// Run a router with demo actors (echo, counter, channel-echo, greeter) behind
-    /// the management gateway, until interrupted.
+    /// the management gateway, until interrupted; with --nats, as one node of a
+    /// cluster (its actors named NODE.echo, ...).
     Serve(ServeArgs),
-    /// List the actors of a running gateway.
+    /// List the actors of a running gateway: id, name and, in a cluster, node
+    /// (every actor of the cluster).
     List(ConnectArgs),
     /// Send a one-way message (UTF-8 text) to an actor.
     Send(SendArgs),
@@ -109,6 +114,8 @@ pub struct ServeArgs {
     /// the flag alone serves them on 127.0.0.1:9420. Logging follows RUST_LOG.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_BIND)]
     pub metrics_bind: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Where `serve --metrics-bind` listens when given no address: loopback only.
@@ -196,34 +203,41 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     }
     let router = builder.build()?;
     // Bound first, so that a refused exposure stops before any actor starts; the
-    // names and the greeter are filled in once the actors are registered.
+    // names, the greeter and the cluster's directory are filled in once the
+    // actors are registered.
     let names: Arc<OnceLock<HashMap<ActorId, String>>> = Arc::default();
     let greeter: Arc<OnceLock<Arc<Greeter>>> = Arc::default();
+    let directory = Directory::default();
     let lookup = Arc::clone(&names);
     let updatable = Arc::clone(&greeter);
+    let listing = directory.clone();
     let session = SessionConfig::default()
         .names(move |id| lookup.get().and_then(|names| names.get(&id).cloned()))
+        .directory(move || listing.list())
         .updater(move |id| match updatable.get() {
             Some(greeter) if greeter.id() == id => greeter.update(),
             _ => Err("the server has no other version of this actor".to_owned()),
         });
     let config = server_config(&args)?.session(session);
     let server = Server::bind(router.clone(), config).await?;
+    let cluster = args.cluster.join(&router).await?;
+    if let Some(cluster) = &cluster {
+        directory.set(cluster.clone());
+    }
+    let prefix = args.cluster.name_prefix();
     let mut registered = HashMap::new();
-    for (name, kind) in
-        [("echo", DemoActor::Echo), ("counter", DemoActor::Counter), ("channel-echo", DemoActor::ChannelEcho)]
-    {
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx)?;
-        let r = router.clone();
-        thread::Builder::new().name(format!("demo-{name}")).spawn(move || kind.run(&r, id, &mailbox))?;
-        registered.insert(id, name.to_owned());
+    for (name, kind) in DEMO_ACTORS {
+        let name = format!("{prefix}{name}");
+        let id = kind.start(&router, &name)?;
+        directory.name(id, &name)?;
         println!("{id}  {name}");
+        registered.insert(id, name);
     }
     let started = Greeter::start(&router)?;
-    registered.insert(started.id(), "greeter".to_owned());
-    println!("{}  greeter", started.id());
+    let name = format!("{prefix}greeter");
+    directory.name(started.id(), &name)?;
+    println!("{}  {name}", started.id());
+    registered.insert(started.id(), name);
     let _ = greeter.set(started);
     let _ = names.set(registered);
     let _metrics = match args.metrics_bind {
@@ -234,6 +248,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         }
         None => None,
     };
+    if let Some(cluster) = &cluster {
+        println!(
+            "node {} of cluster {:?} (members: {})",
+            cluster.node(),
+            args.cluster.cluster,
+            cluster.members().join(", ")
+        );
+    }
     let security = match (args.token_file.is_some(), args.tls_cert.is_some()) {
         (true, true) => "tokens, TLS",
         (true, false) => "tokens",
@@ -241,7 +263,18 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         (false, false) => "no tokens",
     };
     println!("gateway listening on {} ({security}; Ctrl-C to stop)", server.local_addr()?);
-    server.run().await?;
+    match cluster {
+        // Interrupted, the node leaves the cluster at once (the others need not
+        // wait for its silence to time out).
+        Some(cluster) => tokio::select! {
+            served = server.run() => served?,
+            interrupted = tokio::signal::ctrl_c() => {
+                interrupted?;
+                cluster.leave().await;
+            }
+        },
+        None => server.run().await?,
+    }
     Ok(())
 }
 
@@ -265,43 +298,6 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, Box<dyn Error>> {
         config = config.tls(TlsServer::from_pem_files(cert, key)?);
     }
     Ok(config)
-}
-
-#[derive(Clone, Copy)]
-enum DemoActor {
-    /// Replies to every request with its payload.
-    Echo,
-    /// Counts one-way messages; replies to a request with the count.
-    Counter,
-    /// Accepts every channel ("welcome") and sends back what arrives on it.
-    ChannelEcho,
-}
-
-impl DemoActor {
-    fn run(self, router: &Router, me: ActorId, mailbox: &Mailbox) {
-        let mut count = 0u64;
-        while let Ok(msg) = mailbox.recv() {
-            match (self, msg) {
-                (Self::Echo | Self::ChannelEcho, ActorMessage::Request { data, reply }) => {
-                    let _ = reply.reply(data);
-                }
-                (Self::Counter, ActorMessage::Send { .. }) => {
-                    count += 1;
-                }
-                (Self::Counter, ActorMessage::Request { reply, .. }) => {
-                    let _ = reply.reply(count.to_string().into_bytes());
-                }
-                (Self::ChannelEcho, ActorMessage::ChannelOpen { reply, .. }) => {
-                    let _ = reply.accept(Some(b"welcome".to_vec()));
-                }
-                (Self::ChannelEcho, ActorMessage::ChannelMessage { channel_id, data, .. }) => {
-                    let _ = router.channel_send(channel_id, me, data);
-                }
-                // Everything else is dropped; a dropped channel open is a rejection.
-                _ => {}
-            }
-        }
-    }
 }
 
 async fn connect(args: &ConnectArgs) -> Result<(Client, sharded_router::gateway::Events), Box<dyn Error>> {
@@ -355,7 +351,11 @@ fn show(bytes: &[u8]) -> String {
 async fn list(args: ConnectArgs) -> Result<(), Box<dyn Error>> {
     let (client, _events) = connect(&args).await?;
     for actor in client.list_actors().await? {
-        println!("{}  {}", actor.id, actor.name.as_deref().unwrap_or("-"));
+        let name = actor.name.as_deref().unwrap_or("-");
+        match &actor.node {
+            Some(node) => println!("{}  {name}  {node}", actor.id),
+            None => println!("{}  {name}", actor.id),
+        }
     }
     Ok(())
 }

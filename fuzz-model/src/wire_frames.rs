@@ -562,8 +562,8 @@ impl Harness {
             }
             Command::ListActors => {
                 let actors = vec![
-                    ActorInfo { id: self.echo, name: Some("echo".to_owned()) },
-                    ActorInfo { id: self.refuser, name: Some("refuser".to_owned()) },
+                    ActorInfo { id: self.echo, name: Some("echo".to_owned()), node: None },
+                    ActorInfo { id: self.refuser, name: Some("refuser".to_owned()), node: None },
                 ];
                 assert_eq!(response, Response::ActorList { actors }, "{ctx}");
             }

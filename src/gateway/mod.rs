@@ -68,7 +68,7 @@ pub use protocol::{
 };
 #[cfg(feature = "server")]
 pub use server::Server;
-pub use session::{FrameReply, NameLookup, Pending, Session, SessionConfig, Updater};
+pub use session::{DirectoryLookup, FrameReply, NameLookup, Pending, Session, SessionConfig, Updater};
 pub use stats::{ChannelStats, ShardStats, StatsReport};
 #[cfg(feature = "tls")]
 pub use tls::{TlsClient, TlsServer};

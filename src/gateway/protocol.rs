@@ -253,6 +253,10 @@ pub struct ActorInfo {
     /// Its name, when the gateway was given one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The cluster node it lives on, when the gateway lists a cluster's actors
+    /// (absent from the JSON otherwise, so older clients and servers read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The answer to one [`Command`].

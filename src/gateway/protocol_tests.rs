@@ -45,7 +45,7 @@ fn responses_round_trip() {
         Response::ChannelOpened { channel_id, actor_id: id, response: Some(vec![0xff]) },
         Response::MessageSent { channel_id },
         Response::ChannelClosed { channel_id },
-        Response::ActorList { actors: vec![ActorInfo { id, name: Some("echo".into()) }] },
+        Response::ActorList { actors: vec![ActorInfo { id, name: Some("echo".into()), node: None }] },
         Response::Authenticated,
         Response::ActorUpdated { id, version: "v2".into() },
         Response::error(ErrorKind::Timeout, "late"),
@@ -109,4 +109,35 @@ fn string_payloads_are_accepted_in_commands() {
         format!(r#"{{"request_id":4,"command":{{"SendActorMessage":{{"id":"{id}","data":"héllo"}}}}}}"#);
     let frame = decode_client_frame(json.as_bytes()).unwrap();
     assert_eq!(frame.command, Command::SendActorMessage { id, data: "héllo".as_bytes().to_vec() });
+}
+
+#[test]
+fn an_actor_s_node_is_optional_on_the_wire() {
+    let id = ActorId::new();
+    // Without a node the listing is what it always was: older clients read it.
+    let local = ServerFrame::Response {
+        request_id: Some(1),
+        response: Response::ActorList { actors: vec![ActorInfo { id, name: None, node: None }] },
+    };
+    let json = String::from_utf8(encode(&local).unwrap()).unwrap();
+    assert!(!json.contains("node"), "{json}");
+    // A listing from an older server (no node) reads as node-less.
+    let old =
+        format!(r#"{{"request_id":2,"response":{{"ActorList":{{"actors":[{{"id":"{id}","name":"e"}}]}}}}}}"#);
+    let ServerFrame::Response { response: Response::ActorList { actors }, .. } =
+        decode_server_frame(old.as_bytes()).unwrap()
+    else {
+        panic!("an actor list")
+    };
+    assert_eq!(actors, vec![ActorInfo { id, name: Some("e".into()), node: None }]);
+    // With a node it round-trips.
+    let remote = ServerFrame::Response {
+        request_id: Some(3),
+        response: Response::ActorList {
+            actors: vec![ActorInfo { id, name: Some("b.echo".into()), node: Some("b".into()) }],
+        },
+    };
+    let json = encode(&remote).unwrap();
+    assert!(String::from_utf8_lossy(&json).contains(r#""node":"b""#));
+    assert_eq!(decode_server_frame(&json).unwrap(), remote);
 }

@@ -12,6 +12,7 @@
 //! only send on or close channels it takes part in. Dropping the session detaches
 //! the endpoint: its channels close and the actors at their other ends are told.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +31,10 @@ use crate::router::Router;
 
 /// Looks up an actor's display name for [`Command::ListActors`].
 pub type NameLookup = Arc<dyn Fn(ActorId) -> Option<String> + Send + Sync>;
+
+/// Lists the actors [`Command::ListActors`] shows beyond the router's own: a
+/// cluster's directory, for one, gives every actor of every node with its node.
+pub type DirectoryLookup = Arc<dyn Fn() -> Vec<ActorInfo> + Send + Sync>;
 
 /// Replaces the instance behind an actor with its next version, for
 /// [`Command::UpdateActor`]: the server's own code (it knows its actors), built
@@ -50,6 +55,9 @@ pub struct SessionConfig {
     pub open_timeout: Duration,
     /// Names shown by [`Command::ListActors`]. Default: none.
     pub names: Option<NameLookup>,
+    /// The actors [`Command::ListActors`] shows besides the router's own (a
+    /// cluster's directory). Default: none (the router's actors alone).
+    pub directory: Option<DirectoryLookup>,
     /// Runs [`Command::UpdateActor`]. Default: none (the command fails with
     /// `UpdateFailed`).
     pub updater: Option<Updater>,
@@ -62,6 +70,7 @@ impl Default for SessionConfig {
             max_request_timeout: Duration::from_secs(60),
             open_timeout: Duration::from_secs(5),
             names: None,
+            directory: None,
             updater: None,
         }
     }
@@ -72,6 +81,33 @@ impl SessionConfig {
     #[must_use]
     pub fn names(mut self, lookup: impl Fn(ActorId) -> Option<String> + Send + Sync + 'static) -> Self {
         self.names = Some(Arc::new(lookup));
+        self
+    }
+
+    /// Sets where [`Command::ListActors`] finds actors beyond the router's own:
+    /// every entry `lookup` returns is listed (a `name` it leaves out is asked of
+    /// [`names`](Self::names)), then each of the router's actors it does not name,
+    /// without a node.
+    ///
+    /// ```
+    /// use sharded_router::gateway::{ActorInfo, Command, Response, Session, SessionConfig};
+    /// use sharded_router::{ActorId, Router};
+    ///
+    /// let far = ActorId::new();
+    /// let config = SessionConfig::default().directory(move || {
+    ///     vec![ActorInfo { id: far, name: Some("b.echo".into()), node: Some("b".into()) }]
+    /// });
+    /// let router = Router::builder().shards(1).build().unwrap();
+    /// let session = Session::attach(&router, config).unwrap();
+    /// let Response::ActorList { actors } = futures_executor::block_on(session.execute(Command::ListActors))
+    /// else {
+    ///     panic!("a list")
+    /// };
+    /// assert_eq!(actors[0].node.as_deref(), Some("b"));
+    /// ```
+    #[must_use]
+    pub fn directory(mut self, lookup: impl Fn() -> Vec<ActorInfo> + Send + Sync + 'static) -> Self {
+        self.directory = Some(Arc::new(lookup));
         self
     }
 
@@ -114,6 +150,7 @@ impl fmt::Debug for SessionConfig {
             .field("max_request_timeout", &self.max_request_timeout)
             .field("open_timeout", &self.open_timeout)
             .field("names", &self.names.is_some())
+            .field("directory", &self.directory.is_some())
             .field("updater", &self.updater.is_some())
             .finish()
     }
@@ -194,22 +231,28 @@ impl Session {
                 Ok(()) => Response::ChannelClosed { channel_id },
                 Err(e) => Response::error(e.into(), format!("close of channel {channel_id} failed: {e}")),
             }),
-            Command::ListActors => {
-                let names = self.config.names.as_ref();
-                let mut actors: Vec<ActorInfo> = router
-                    .actor_ids()
-                    .into_iter()
-                    .map(|id| ActorInfo { id, name: names.and_then(|lookup| lookup(id)) })
-                    .collect();
-                actors.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
-                ready(Response::ActorList { actors })
-            }
+            Command::ListActors => ready(Response::ActorList { actors: self.list_actors() }),
             Command::UpdateActor { id } => match &self.config.updater {
                 Some(update) => Pending(State::Update { id, answer: run_update(Arc::clone(update), id) }),
                 None => ready(Response::error(ErrorKind::UpdateFailed, "this server cannot update actors")),
             },
             Command::Stats => ready(Response::Stats(StatsReport::new(&router.metrics()))),
         }
+    }
+
+    /// The directory's actors and the router's, named, sorted by name then id.
+    fn list_actors(&self) -> Vec<ActorInfo> {
+        let mut actors = self.config.directory.as_ref().map_or_else(Vec::new, |directory| directory());
+        let listed: HashSet<ActorId> = actors.iter().map(|a| a.id).collect();
+        let local = self.router.actor_ids().into_iter().filter(|id| !listed.contains(id));
+        actors.extend(local.map(|id| ActorInfo { id, name: None, node: None }));
+        if let Some(names) = &self.config.names {
+            for actor in actors.iter_mut().filter(|a| a.name.is_none()) {
+                actor.name = names(actor.id);
+            }
+        }
+        actors.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        actors
     }
 
     /// Decodes one client frame (the bytes inside the length prefix) and executes
@@ -553,5 +596,29 @@ mod tests {
         drop(session);
         router.flush();
         assert_eq!(router.metrics().channels.channels, 0, "dropping the session closed its channel");
+    }
+
+    #[test]
+    fn a_directory_lists_actors_of_other_nodes_with_the_router_s_own() {
+        let router = Router::builder().shards(2).build().unwrap();
+        let here = echo_actor(&router);
+        let unlisted = echo_actor(&router);
+        let far = ActorId::new();
+        let config = SessionConfig::default()
+            .directory(move || {
+                vec![
+                    ActorInfo { id: here, name: None, node: Some("a".into()) },
+                    ActorInfo { id: far, name: Some("b.echo".into()), node: Some("b".into()) },
+                ]
+            })
+            .names(move |id| (id == here).then(|| "a.echo".to_owned()));
+        let session = Session::attach(&router, config).unwrap();
+        let listed = block_on(session.execute(Command::ListActors));
+        let expected = vec![
+            ActorInfo { id: unlisted, name: None, node: None },
+            ActorInfo { id: here, name: Some("a.echo".into()), node: Some("a".into()) },
+            ActorInfo { id: far, name: Some("b.echo".into()), node: Some("b".into()) },
+        ];
+        assert_eq!(listed, Response::ActorList { actors: expected });
     }
 }

@@ -46,6 +46,8 @@
 
 pub mod anchor;
 pub mod hand_rolled;
+pub mod cluster;
+pub mod nats_raw;
 pub mod nats_server;
 
 mod actors;
