@@ -74,7 +74,9 @@
 // The face: what users call.
 mod builder;
 mod channel_api;
-#[cfg(all(feature = "nats", not(loom)))]
+// The wire format alone is also built for the fuzz targets (`cfg(fuzzing)`),
+// without the NATS client.
+#[cfg(all(any(feature = "nats", fuzzing), not(loom)))]
 pub mod cluster;
 pub mod compat;
 #[cfg(all(feature = "gateway", not(loom)))]

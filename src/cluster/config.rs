@@ -1,6 +1,10 @@
 //! [`ClusterConfig`], [`ClusterError`], [`ClusterStats`] and [`DirectoryEntry`]:
 //! the plain data of the cluster's API.
 
+// Built without the client for the fuzz targets, where the crate-private
+// helpers go unused.
+#![cfg_attr(not(feature = "nats"), allow(dead_code))]
+
 use std::fmt;
 use std::time::Duration;
 

@@ -89,13 +89,20 @@
 //! (memory grows with the cluster's actor count).
 
 mod config;
+#[cfg(feature = "nats")]
 mod directory;
+#[cfg(feature = "nats")]
 mod inbound;
+#[cfg(feature = "nats")]
 mod links;
+#[cfg(feature = "nats")]
 mod node;
+#[cfg(feature = "nats")]
 mod proxy;
+#[cfg(feature = "nats")]
 mod tasks;
 pub mod wire;
 
 pub use config::{ClusterConfig, ClusterError, ClusterStats, DirectoryEntry};
+#[cfg(feature = "nats")]
 pub use tasks::Cluster;
