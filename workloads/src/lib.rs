@@ -45,8 +45,8 @@
 //! as the producers can send.
 
 pub mod anchor;
-pub mod hand_rolled;
 pub mod cluster;
+pub mod hand_rolled;
 pub mod nats_raw;
 pub mod nats_server;
 
