@@ -5,6 +5,9 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::spawn_echo as echo;
 use sharded_router::cluster::{Cluster, ClusterConfig};
 use sharded_router::{ActorId, ActorMessage, Router};
 use sharded_router_workloads::nats_server::NatsServer;
@@ -19,27 +22,6 @@ async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// An actor that answers requests with their payload and accepts channels.
-fn echo(router: &Router) -> ActorId {
-    let id = ActorId::new();
-    let (tx, mailbox) = router.mailbox();
-    router.register(id, tx).unwrap();
-    std::thread::spawn(move || {
-        while let Ok(msg) = mailbox.recv() {
-            match msg {
-                ActorMessage::Request { data, reply } => {
-                    let _ = reply.reply(data);
-                }
-                ActorMessage::ChannelOpen { reply, .. } => {
-                    let _ = reply.accept(None);
-                }
-                _ => {}
-            }
-        }
-    });
-    id
 }
 
 /// Node `c` runs on a thread with its own runtime: an actor that keeps every

@@ -16,6 +16,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::spawn_echo as echo;
 use sharded_router::compat::{oneshot, MessageCommand, MessageRouter, RouteError};
 use sharded_router::{
     reply_channel, ActorId, ActorMessage, ChannelError, ChannelId, DeadLetter, DeadLetterReason, Mailbox,
@@ -95,26 +98,6 @@ fn actor(router: &Router) -> (ActorId, Mailbox) {
     let id = ActorId::new();
     router.register(id, tx).unwrap();
     (id, rx)
-}
-
-/// An actor on its own thread: answers requests with their payload and accepts
-/// every channel.
-fn echo(router: &Router) -> ActorId {
-    let (id, rx) = actor(router);
-    thread::spawn(move || {
-        while let Ok(msg) = rx.recv() {
-            match msg {
-                ActorMessage::Request { data, reply } => {
-                    let _ = reply.reply(data);
-                }
-                ActorMessage::ChannelOpen { reply, .. } => {
-                    let _ = reply.accept(None);
-                }
-                _ => {}
-            }
-        }
-    });
-    id
 }
 
 /// The error of a request that must have failed (the reply is not printed: it may be

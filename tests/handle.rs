@@ -7,9 +7,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+mod common;
+
+use common::router;
 use sharded_router::{
-    ActorId, ActorMessage, HandleError, Mailbox, OverflowPolicy, RequestError, Router, SendErrorKind,
-    TryRecvError,
+    ActorId, ActorMessage, HandleError, Mailbox, RequestError, Router, SendErrorKind, TryRecvError,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -22,15 +24,6 @@ fn encode(producer: u32, seq: u64) -> Vec<u8> {
 
 fn decode(data: &[u8]) -> (u32, u64) {
     (u32::from_le_bytes(data[..4].try_into().unwrap()), u64::from_le_bytes(data[4..12].try_into().unwrap()))
-}
-
-fn router(capacity: usize, park: usize) -> Router {
-    Router::builder()
-        .shards(2)
-        .mailbox_capacity(capacity)
-        .overflow(OverflowPolicy::Park { max_per_actor: park })
-        .build()
-        .unwrap()
 }
 
 fn registered(router: &Router, id: ActorId) -> Mailbox {

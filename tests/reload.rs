@@ -7,21 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::router;
 use sharded_router::{
-    ActorId, ActorMessage, DeadLetterReason, Mailbox, OverflowPolicy, Participant, ReloadError, RequestError,
-    Router, SendErrorKind, TryRecvError,
+    ActorId, ActorMessage, DeadLetterReason, Mailbox, Participant, ReloadError, RequestError, Router,
+    SendErrorKind, TryRecvError,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn router(capacity: usize, park: usize) -> Router {
-    Router::builder()
-        .shards(2)
-        .mailbox_capacity(capacity)
-        .overflow(OverflowPolicy::Park { max_per_actor: park })
-        .build()
-        .unwrap()
-}
 
 fn registered(router: &Router) -> (ActorId, Mailbox) {
     let (tx, mailbox) = router.mailbox();

@@ -53,7 +53,8 @@ use std::time::{Duration, Instant};
 use loom::thread;
 use sharded_router::{
     loom_hooks, ActorId, ActorMessage, ChannelError, ChannelId, Mailbox, OverflowPolicy, Participant,
-    RegisterError, RequestError, RequestFailed, ResponseFuture, Router, SendErrorKind, TryRecvError,
+    RegisterError, RequestError, RequestFailed, ResponseFuture, Router, SendError, SendErrorKind,
+    TryRecvError,
 };
 use uuid::Uuid;
 
@@ -138,6 +139,22 @@ fn take_waiting(mailbox: &Mailbox) -> Vec<Vec<u8>> {
 
 fn dead_letters(router: &Router) -> u64 {
     router.metrics().shards.iter().map(|s| s.dead_letters).sum()
+}
+
+/// A send that raced an unregistration: accepted, it was delivered (`data`, once)
+/// or became a dead letter; refused, it is `ActorNotFound` and left no trace.
+fn sent_once_or_refused(router: &Router, mailbox: &Mailbox, sent: Result<(), SendError>, data: &[u8]) {
+    let got = take_waiting(mailbox);
+    let dead = dead_letters(router);
+    match sent {
+        Ok(()) => assert_eq!(got.len() as u64 + dead, 1, "accepted: delivered or dead letter"),
+        Err(e) => {
+            assert_eq!(e.kind(), SendErrorKind::ActorNotFound);
+            assert!(got.is_empty());
+            assert_eq!(dead, 0);
+        }
+    }
+    assert!(got.iter().all(|m| m == data));
 }
 
 /// Channels in the router's channel table (open or opening).
@@ -232,17 +249,7 @@ fn unregister_vs_send() {
         let sent = sender.join().unwrap();
         router.flush();
 
-        let got = take_waiting(&mailbox);
-        let dead = dead_letters(&router);
-        match sent {
-            Ok(()) => assert_eq!(got.len() as u64 + dead, 1, "accepted: delivered or dead letter"),
-            Err(e) => {
-                assert_eq!(e.kind(), SendErrorKind::ActorNotFound);
-                assert!(got.is_empty());
-                assert_eq!(dead, 0);
-            }
-        }
-        assert!(got.iter().all(|m| m == b"second"));
+        sent_once_or_refused(&router, &mailbox, sent, b"second");
         // The entry is gone and the mailbox drained: it reports disconnection.
         assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
         router.shutdown();
@@ -1111,8 +1118,12 @@ fn waiting_send_vs_consumer() {
 #[test]
 fn waiting_send_vs_receiver_take() {
     check("16b waiting_send_vs_receiver_take", Depth::Deeper, || {
-        let router =
-            Router::builder().shards(1).mailbox_capacity(1).overflow(OverflowPolicy::Reject).build().expect("router");
+        let router = Router::builder()
+            .shards(1)
+            .mailbox_capacity(1)
+            .overflow(OverflowPolicy::Reject)
+            .build()
+            .expect("router");
         let (target, mailbox) = (id(1), registered(&router, id(1)));
         router.try_send(target, b"0".to_vec()).unwrap();
 
@@ -1203,7 +1214,8 @@ fn suspend_resume_vs_consumer() {
         router.try_send(target, b"0".to_vec()).unwrap();
 
         let consumer = thread::spawn(move || {
-            let got: Vec<Vec<u8>> = (0..3).map(|_| mailbox.recv().expect("message").data().to_vec()).collect();
+            let got: Vec<Vec<u8>> =
+                (0..3).map(|_| mailbox.recv().expect("message").data().to_vec()).collect();
             (got, mailbox)
         });
         let sender = {
@@ -1254,17 +1266,7 @@ fn handle_send_vs_unregister() {
 
         let late = late.expect_err("a handle send after unregister returned is refused");
         assert_eq!(late.kind(), SendErrorKind::ActorNotFound);
-        let got = take_waiting(&mailbox);
-        let dead = dead_letters(&router);
-        match sent {
-            Ok(()) => assert_eq!(got.len() as u64 + dead, 1, "accepted: delivered or dead letter"),
-            Err(e) => {
-                assert_eq!(e.kind(), SendErrorKind::ActorNotFound);
-                assert!(got.is_empty());
-                assert_eq!(dead, 0);
-            }
-        }
-        assert!(got.iter().all(|m| m == b"second"));
+        sent_once_or_refused(&router, &mailbox, sent, b"second");
         assert_eq!(mailbox.try_recv().unwrap_err(), TryRecvError::Disconnected);
         router.shutdown();
     });

@@ -1,9 +1,10 @@
-//! Helpers shared by the gateway test binaries (`gateway`, `gateway_security`,
-//! `soak`).
+//! Helpers shared by the integration test binaries. Each binary uses a subset, so
+//! the others would be dead code in it.
+#![allow(dead_code)]
 
 use std::thread;
 
-use sharded_router::{ActorId, Mailbox, Router};
+use sharded_router::{ActorId, ActorMessage, Mailbox, OverflowPolicy, Router};
 
 /// Registers a new actor and runs `f` with its id and mailbox on a thread of its own.
 pub fn spawn_actor(router: &Router, f: impl FnOnce(ActorId, Mailbox) + Send + 'static) -> ActorId {
@@ -12,4 +13,32 @@ pub fn spawn_actor(router: &Router, f: impl FnOnce(ActorId, Mailbox) + Send + 's
     router.register(id, tx).unwrap();
     thread::spawn(move || f(id, mailbox));
     id
+}
+
+/// An actor on its own thread that answers requests with their payload and accepts
+/// every channel, until its mailbox disconnects.
+pub fn spawn_echo(router: &Router) -> ActorId {
+    spawn_actor(router, |_, mailbox| {
+        while let Ok(msg) = mailbox.recv() {
+            match msg {
+                ActorMessage::Request { data, reply } => {
+                    let _ = reply.reply(data);
+                }
+                ActorMessage::ChannelOpen { reply, .. } => {
+                    let _ = reply.accept(None);
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Two shards, mailboxes of `capacity`, parking up to `park` messages per actor.
+pub fn router(capacity: usize, park: usize) -> Router {
+    Router::builder()
+        .shards(2)
+        .mailbox_capacity(capacity)
+        .overflow(OverflowPolicy::Park { max_per_actor: park })
+        .build()
+        .unwrap()
 }
