@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,16 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use common::spawn_actor;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, fut).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
+use common::{spawn_actor, within, WAIT};
 
 /// A router with demo actors behind a gateway on an ephemeral port.
 struct Fixture {

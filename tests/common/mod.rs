@@ -2,7 +2,9 @@
 //! the others would be dead code in it.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::thread;
+use std::time::Duration;
 
 use sharded_router::{ActorId, ActorMessage, Mailbox, OverflowPolicy, Router};
 
@@ -41,4 +43,15 @@ pub fn router(capacity: usize, park: usize) -> Router {
         .overflow(OverflowPolicy::Park { max_per_actor: park })
         .build()
         .unwrap()
+}
+
+/// How long the tests wait for anything that should happen.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut` for at most [`WAIT`]; past that the test fails, naming `what`.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
 }
