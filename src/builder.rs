@@ -55,6 +55,7 @@ impl Default for OverflowPolicy {
 pub struct RouterBuilder {
     shards: usize,
     mailbox_capacity: usize,
+    make_mailbox: crate::mailbox::MakeMailbox,
     overflow: OverflowPolicy,
     max_parked_per_shard: usize,
     resolution: Duration,
@@ -67,6 +68,7 @@ impl Default for RouterBuilder {
         Self {
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             mailbox_capacity: 1024,
+            make_mailbox: crate::mailbox::mailbox,
             overflow: OverflowPolicy::default(),
             max_parked_per_shard: 1 << 20,
             resolution: Duration::from_millis(5),
@@ -98,6 +100,16 @@ impl RouterBuilder {
     /// Capacity of mailboxes made by [`Router::mailbox`]. Default: 1024.
     pub fn mailbox_capacity(mut self, n: usize) -> Self {
         self.mailbox_capacity = n;
+        self
+    }
+
+    /// Whether [`Router::mailbox`] makes tokio-backed mailboxes
+    /// ([`tokio_mailbox`](crate::tokio_mailbox)) rather than flume ones. Default:
+    /// `false`. Worth it when actors run as tokio tasks and mostly wait for their
+    /// next message; mailboxes made elsewhere are registered as they are.
+    #[cfg(feature = "tokio-mailbox")]
+    pub fn tokio_mailboxes(mut self, on: bool) -> Self {
+        self.make_mailbox = if on { crate::mailbox::tokio_mailbox } else { crate::mailbox::mailbox };
         self
     }
 
@@ -177,7 +189,13 @@ impl RouterBuilder {
             }
         }
         tracing::debug!(shards = self.shards, "router started");
-        Ok(Router::assemble(shards, threads, self.mailbox_capacity, self.overflow.bound(), self.dead_letters))
+        Ok(Router::assemble(
+            shards,
+            threads,
+            (self.mailbox_capacity, self.make_mailbox),
+            self.overflow.bound(),
+            self.dead_letters,
+        ))
     }
 }
 

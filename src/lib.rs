@@ -120,6 +120,8 @@ pub use error::{
 pub use handle::{ActorHandle, HandleError};
 pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
 pub use latency::{LatencySnapshot, RequestCounts, RequestOutcome};
+#[cfg(feature = "tokio-mailbox")]
+pub use mailbox::tokio_mailbox;
 pub use mailbox::{mailbox, Mailbox, MailboxSender};
 pub use message::{
     reply_channel, ActorMessage, ChannelOpenReply, ReplyHandle, ReplyReceiver, ResponseFuture,

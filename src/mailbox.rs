@@ -27,11 +27,42 @@ use crate::sync::{chan, time, Arc};
 #[must_use]
 pub fn mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
     let capacity = capacity.max(1);
-    let (tx, rx) = chan::bounded(capacity);
+    assemble(capacity, chan::bounded(capacity))
+}
+
+/// Creates a mailbox over tokio's bounded `mpsc` channel, holding at most
+/// `capacity` messages (at least 1; at most tokio's bound, `usize::MAX >> 3`).
+///
+/// It is a [`Mailbox`] and a [`MailboxSender`] like any other, with the same
+/// guarantees: the router cannot tell them apart, and
+/// [`Router::replace_mailbox`](crate::Router::replace_mailbox) moves messages
+/// between the two kinds. What differs is the cost. An actor that runs as a tokio
+/// task and waits on [`Mailbox::recv_async`] for most messages is woken faster
+/// through tokio's channel (no allocation per wait); when messages queue up, flume's
+/// is faster (see BENCHMARKS.md, "The mailbox channel"). Async receives take part in
+/// tokio's cooperative budget, as tokio's own receiver does; blocking receives work
+/// outside a runtime too.
+///
+/// [`RouterBuilder::tokio_mailboxes`](crate::RouterBuilder::tokio_mailboxes) makes
+/// [`Router::mailbox`](crate::Router::mailbox) return these.
+#[cfg(feature = "tokio-mailbox")]
+#[must_use]
+pub fn tokio_mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
+    let capacity = capacity.clamp(1, chan::MAX_TOKIO_CAPACITY);
+    assemble(capacity, chan::bounded_tokio(capacity))
+}
+
+fn assemble(
+    capacity: usize,
+    (tx, rx): (chan::Sender<ActorMessage>, chan::Receiver<ActorMessage>),
+) -> (MailboxSender, Mailbox) {
     let state = Arc::new(MailboxState::new(capacity));
     let sender = MailboxSender { tx, rx: rx.clone(), state: Arc::clone(&state) };
     (sender, Mailbox { rx, state })
 }
+
+/// A mailbox constructor: [`mailbox`] or [`tokio_mailbox`].
+pub(crate) type MakeMailbox = fn(usize) -> (MailboxSender, Mailbox);
 
 /// The sending half of a mailbox, consumed by registration.
 pub struct MailboxSender {

@@ -10,7 +10,7 @@ use crate::delivery::route::{route, OnFull};
 use crate::error::{RegisterError, RequestError, RequestFailed, UnregisterError};
 use crate::ids::{ActorId, ExternalId, Participant};
 use crate::inbox::{Cmd, DeadLetterSink, Latch, ShardHandle};
-use crate::mailbox::{mailbox, Mailbox, MailboxSender};
+use crate::mailbox::{Mailbox, MailboxSender};
 use crate::message::{ActorMessage, ReplyHandle, ResponseFuture};
 use crate::metrics::{ChannelMetrics, DeadLetterReason, RouterMetrics};
 use crate::routing::{Inner, Owner};
@@ -77,7 +77,7 @@ impl Router {
     pub(crate) fn assemble(
         shards: Vec<ShardHandle>,
         threads: Vec<thread::JoinHandle>,
-        mailbox_capacity: usize,
+        (mailbox_capacity, make_mailbox): (usize, crate::mailbox::MakeMailbox),
         overflow_bound: usize,
         dead_letters: Option<DeadLetterSink>,
     ) -> Self {
@@ -87,6 +87,7 @@ impl Router {
             closed: AtomicBool::new(false),
             channels: Arc::new(ChannelTable::new()),
             mailbox_capacity,
+            make_mailbox,
             overflow_bound,
             dead_letters,
             drained: Mutex::new(Vec::new()),
@@ -106,10 +107,11 @@ impl Router {
         self.inner.shards.len()
     }
 
-    /// A mailbox with the router's configured capacity.
+    /// A mailbox with the router's configured capacity (and kind: see
+    /// [`RouterBuilder::tokio_mailboxes`](crate::RouterBuilder::tokio_mailboxes)).
     #[must_use]
     pub fn mailbox(&self) -> (MailboxSender, Mailbox) {
-        mailbox(self.inner.mailbox_capacity)
+        (self.inner.make_mailbox)(self.inner.mailbox_capacity)
     }
 
     /// Registers an actor. Once this returns, messages to `id` reach `mailbox`.

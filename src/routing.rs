@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) hasher: crate::sync::IdHashState,
     pub(crate) closed: AtomicBool,
     pub(crate) mailbox_capacity: usize,
+    /// Makes the mailboxes of [`Router::mailbox`](crate::Router::mailbox).
+    pub(crate) make_mailbox: crate::mailbox::MakeMailbox,
     pub(crate) overflow_bound: usize,
     pub(crate) dead_letters: Option<DeadLetterSink>,
     /// Entries taken out of the tables at shutdown. Their mailbox senders are

@@ -429,10 +429,19 @@ pub(crate) mod thread {
 /// when messages queue up. Flume stays: the routing
 /// workloads are the second shape, and it keeps blocking receives and the
 /// default build free of a runtime.
-#[cfg(not(loom))]
+#[cfg(all(not(loom), not(feature = "tokio-mailbox")))]
 pub(crate) mod chan {
     pub(crate) use flume::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 }
+
+/// With the `tokio-mailbox` feature a mailbox is a flume queue or a tokio-backed
+/// one, chosen per mailbox ([`tokio_mailbox`](crate::tokio_mailbox)).
+#[cfg(all(not(loom), feature = "tokio-mailbox"))]
+pub(crate) use dual_chan as chan;
+#[cfg(all(not(loom), feature = "tokio-mailbox"))]
+pub(crate) mod dual_chan;
+#[cfg(all(not(loom), feature = "tokio-mailbox"))]
+mod tokio_chan;
 
 #[cfg(loom)]
 pub(crate) mod chan;

@@ -104,6 +104,14 @@ pub(crate) fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
     new(Some(cap))
 }
 
+/// The stand-in has one kind of queue: a tokio-backed mailbox is modelled by it too.
+#[cfg(feature = "tokio-mailbox")]
+pub(crate) use bounded as bounded_tokio;
+
+/// No bound beyond memory in the stand-in.
+#[cfg(feature = "tokio-mailbox")]
+pub(crate) const MAX_TOKIO_CAPACITY: usize = usize::MAX;
+
 pub(crate) fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
     new(None)
 }

@@ -1,0 +1,315 @@
+//! A bounded MPMC queue over tokio's `mpsc` channel: the queue of
+//! [`tokio_mailbox`](crate::tokio_mailbox) (feature `tokio-mailbox`).
+//!
+//! tokio's channel has one receiver and one waker slot; a mailbox can have several
+//! receiving halves ([`Mailbox`](crate::Mailbox) is `Clone`, and the router keeps
+//! one to move messages on `replace_mailbox`). So the receiver sits behind a mutex
+//! that every receive takes (uncontended in the usual case of one actor task), and
+//! the waker slot is shared by this protocol, all of it under that mutex:
+//!
+//! * A future that must wait takes a key and counts itself in `waiting`.
+//! * **Alone** (`waiting == 1`), it hands its own waker to tokio. The waker is kept
+//!   in `direct` as well, so that the next receive of the same task can tell
+//!   (`will_wake`) that nothing needs cloning, and so that it can be moved onto the
+//!   relay if another future comes to wait.
+//! * **With others** (`waiting > 1`), each files its waker in the relay's list and
+//!   tokio holds the relay's waker, which wakes the whole list. The first future to
+//!   switch to the relay moves the direct waiter's waker onto the list, since
+//!   tokio forgets a waker it replaces without waking it.
+//! * A future that completes, or is dropped, withdraws its key.
+//!
+//! tokio's `poll_recv` files the waker before its last look at the queue, so a
+//! message sent at any point after that look wakes whichever waker was filed, and
+//! every waiting future is reachable from it: none sleeps through a message or the
+//! last sender's drop. A relay wake takes the list; the woken futures file again
+//! if they find nothing.
+//!
+//! Async receives use tokio's cooperative budget as its own receiver does (a task
+//! that has used its budget gets `Pending` and is woken at once). Blocking
+//! receives poll without a budget and park the thread.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use flume::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
+use tokio::sync::mpsc;
+
+use super::Mutex;
+
+/// The most messages a tokio channel can be bounded to.
+pub(crate) const MAX_CAPACITY: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// Sending half.
+pub(crate) struct Sender<T>(mpsc::Sender<T>);
+
+/// Receiving half; clones share the queue.
+pub(crate) struct Receiver<T>(Arc<Shared<T>>);
+
+struct Shared<T> {
+    inner: Mutex<Inner<T>>,
+    relay: Arc<Relay>,
+    /// A waker of `relay`, made once: tokio's `will_wake` then sees the same waker
+    /// on every registration and does not clone it.
+    relay_waker: Waker,
+}
+
+struct Inner<T> {
+    rx: mpsc::Receiver<T>,
+    /// Futures that have had to wait and have not completed or been dropped.
+    waiting: usize,
+    next_key: u64,
+    /// The key of the future whose waker tokio holds directly, if it still waits.
+    direct_key: Option<u64>,
+    /// The waker last handed to tokio directly (kept after its future completes,
+    /// for `will_wake`).
+    direct: Option<Waker>,
+    /// Tokio holds the relay's waker.
+    relaying: bool,
+}
+
+/// Wakes every filed waker: the waker tokio holds while several futures wait.
+struct Relay {
+    list: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl Relay {
+    fn file(&self, key: u64, waker: &Waker) {
+        let mut list = self.list.lock();
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, filed)) => {
+                if !filed.will_wake(waker) {
+                    filed.clone_from(waker);
+                }
+            }
+            None => list.push((key, waker.clone())),
+        }
+    }
+
+    fn withdraw(&self, key: u64) {
+        self.list.lock().retain(|(k, _)| *k != key);
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Woken outside the lock: a waker may do anything, including receive.
+        let wakers = std::mem::take(&mut *self.list.lock());
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// Creates a queue holding at most `cap` messages (1 ..= [`MAX_CAPACITY`]; the
+/// caller clamps).
+pub(crate) fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    let (tx, rx) = mpsc::channel(cap.clamp(1, MAX_CAPACITY));
+    let relay = Arc::new(Relay { list: Mutex::new(Vec::new()) });
+    let shared = Shared {
+        inner: Mutex::new(Inner {
+            rx,
+            waiting: 0,
+            next_key: 0,
+            direct_key: None,
+            direct: None,
+            relaying: false,
+        }),
+        relay_waker: Waker::from(Arc::clone(&relay)),
+        relay,
+    };
+    (Sender(tx), Receiver(Arc::new(shared)))
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.0.try_send(value).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(v) => TrySendError::Full(v),
+            mpsc::error::TrySendError::Closed(v) => TrySendError::Disconnected(v),
+        })
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Receiver<T> {
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.0.inner.lock().rx.try_recv().map_err(|e| match e {
+            mpsc::error::TryRecvError::Empty => TryRecvError::Empty,
+            mpsc::error::TryRecvError::Disconnected => TryRecvError::Disconnected,
+        })
+    }
+
+    /// Waits without blocking the thread. Cancel safe: a message is taken only by
+    /// the poll that completes the future.
+    pub(crate) fn recv_async(&self) -> RecvFut<'_, T> {
+        RecvFut { rx: self, key: None }
+    }
+
+    pub(crate) fn recv(&self) -> Result<T, RecvError> {
+        self.recv_until(None).map_err(|_| RecvError::Disconnected)
+    }
+
+    pub(crate) fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_until(Some(deadline))
+    }
+
+    /// Blocks the thread: polls a receive future with a waker that unparks it,
+    /// without tokio's budget (a blocking receive inside a task that used its
+    /// budget would otherwise spin).
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = tokio::task::unconstrained(self.recv_async());
+        loop {
+            if let Poll::Ready(result) = Pin::new(&mut fut).poll(&mut cx) {
+                return result.map_err(|_| RecvTimeoutError::Disconnected);
+            }
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    thread::park_timeout(deadline - now);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.inner.lock().rx.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The future of [`Receiver::recv_async`].
+#[must_use = "a receive future does nothing unless polled"]
+pub(crate) struct RecvFut<'a, T> {
+    rx: &'a Receiver<T>,
+    /// This future's key while it counts as waiting.
+    key: Option<u64>,
+}
+
+/// Stops a future counting as waiting (it completed or was dropped).
+fn withdraw<T>(key: &mut Option<u64>, shared: &Shared<T>, inner: &mut Inner<T>) {
+    let Some(key) = key.take() else { return };
+    inner.waiting -= 1;
+    if inner.direct_key == Some(key) {
+        inner.direct_key = None;
+    }
+    if inner.relaying {
+        shared.relay.withdraw(key);
+    }
+}
+
+impl<T> Future for RecvFut<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let shared: &Shared<T> = &this.rx.0;
+        let mut guard = shared.inner.lock();
+        let inner = &mut *guard;
+        // A message already queued is taken without touching the waker slot.
+        let outcome = match inner.rx.try_recv() {
+            Ok(v) => Some(Ok(v)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+        };
+        if let Some(outcome) = outcome {
+            withdraw(&mut this.key, shared, inner);
+            return Poll::Ready(outcome);
+        }
+        let key = match this.key {
+            Some(key) => key,
+            None => {
+                let key = inner.next_key;
+                inner.next_key += 1;
+                inner.waiting += 1;
+                this.key = Some(key);
+                key
+            }
+        };
+        let polled = if inner.waiting == 1 {
+            // Alone: tokio holds this future's own waker.
+            if inner.relaying {
+                inner.relaying = false;
+                shared.relay.withdraw(key);
+            }
+            inner.direct_key = Some(key);
+            let direct = match &mut inner.direct {
+                Some(w) if w.will_wake(cx.waker()) => w,
+                slot => slot.insert(cx.waker().clone()),
+            };
+            inner.rx.poll_recv(&mut Context::from_waker(direct))
+        } else {
+            if !inner.relaying {
+                inner.relaying = true;
+                // Tokio drops the waker it replaces without waking it: the future
+                // it belonged to moves onto the relay's list.
+                if let (Some(k), Some(w)) = (inner.direct_key.take(), inner.direct.as_ref()) {
+                    shared.relay.file(k, w);
+                }
+            }
+            shared.relay.file(key, cx.waker());
+            inner.rx.poll_recv(&mut Context::from_waker(&shared.relay_waker))
+        };
+        match polled {
+            Poll::Ready(value) => {
+                withdraw(&mut this.key, shared, inner);
+                Poll::Ready(value.ok_or(RecvError::Disconnected))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for RecvFut<'_, T> {
+    fn drop(&mut self) {
+        if self.key.is_some() {
+            let shared: &Shared<T> = &self.rx.0;
+            withdraw(&mut self.key, shared, &mut shared.inner.lock());
+        }
+    }
+}
+
+impl<T> fmt::Debug for RecvFut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvFut").field("waiting", &self.key.is_some()).finish()
+    }
+}
