@@ -430,9 +430,11 @@ pub(crate) mod thread {
 /// workloads are the second shape, and it keeps blocking receives and the
 /// default build free of a runtime.
 #[cfg(all(not(loom), not(feature = "tokio-mailbox")))]
-pub(crate) mod chan {
-    pub(crate) use flume::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-}
+pub(crate) use flume_chan as chan;
+#[cfg(not(loom))]
+pub(crate) mod flume_chan;
+#[cfg(not(loom))]
+mod park;
 
 /// With the `tokio-mailbox` feature a mailbox is a flume queue or a tokio-backed
 /// one, chosen per mailbox ([`tokio_mailbox`](crate::tokio_mailbox)).

@@ -9,27 +9,27 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub(crate) use flume::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
+pub(crate) use flume_chan::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
 
-use super::tokio_chan;
+use super::{flume_chan, tokio_chan};
 
 pub(crate) use tokio_chan::MAX_CAPACITY as MAX_TOKIO_CAPACITY;
 
 /// Sending half.
 pub(crate) enum Sender<T> {
-    Flume(flume::Sender<T>),
+    Flume(flume_chan::Sender<T>),
     Tokio(tokio_chan::Sender<T>),
 }
 
 /// Receiving half.
 pub(crate) enum Receiver<T> {
-    Flume(flume::Receiver<T>),
+    Flume(flume_chan::Receiver<T>),
     Tokio(tokio_chan::Receiver<T>),
 }
 
 /// A flume queue of at most `cap` messages.
 pub(crate) fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
-    let (tx, rx) = flume::bounded(cap);
+    let (tx, rx) = flume_chan::bounded(cap);
     (Sender::Flume(tx), Receiver::Flume(rx))
 }
 
@@ -113,7 +113,7 @@ impl<T> Clone for Receiver<T> {
 /// The future of [`Receiver::recv_async`].
 #[must_use = "a receive future does nothing unless polled"]
 pub(crate) enum RecvFut<'a, T> {
-    Flume(flume::r#async::RecvFut<'a, T>),
+    Flume(flume_chan::RecvFut<'a, T>),
     Tokio(tokio_chan::RecvFut<'a, T>),
 }
 

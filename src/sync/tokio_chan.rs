@@ -26,20 +26,20 @@
 //!
 //! Async receives use tokio's cooperative budget as its own receiver does (a task
 //! that has used its budget gets `Pending` and is woken at once). Blocking
-//! receives poll without a budget and park the thread.
+//! receives poll the same future without a budget and park the thread between
+//! polls (`park::block_until`).
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::Instant;
 
 use flume::{RecvError, RecvTimeoutError, TryRecvError, TrySendError};
 use tokio::sync::mpsc;
 
-use super::Mutex;
+use super::{park, Mutex};
 
 /// The most messages a tokio channel can be bounded to.
 pub(crate) const MAX_CAPACITY: usize = tokio::sync::Semaphore::MAX_PERMITS;
@@ -159,35 +159,26 @@ impl<T> Receiver<T> {
     }
 
     pub(crate) fn recv(&self) -> Result<T, RecvError> {
-        self.recv_until(None).map_err(|_| RecvError::Disconnected)
+        park::block_until(self.unbudgeted(), None).unwrap_or(Err(RecvError::Disconnected))
     }
 
     pub(crate) fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        self.recv_until(Some(deadline))
+        match park::block_until(self.unbudgeted(), Some(deadline)) {
+            Some(Ok(msg)) => Ok(msg),
+            Some(Err(RecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
+            // Dropped at the deadline; a message that came at the last moment is
+            // still queued.
+            None => self.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }),
+        }
     }
 
-    /// Blocks the thread: polls a receive future with a waker that unparks it,
-    /// without tokio's budget (a blocking receive inside a task that used its
-    /// budget would otherwise spin).
-    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let waker = Waker::from(Arc::new(Unpark(thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut fut = tokio::task::unconstrained(self.recv_async());
-        loop {
-            if let Poll::Ready(result) = Pin::new(&mut fut).poll(&mut cx) {
-                return result.map_err(|_| RecvTimeoutError::Disconnected);
-            }
-            match deadline {
-                None => thread::park(),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(RecvTimeoutError::Timeout);
-                    }
-                    thread::park_timeout(deadline - now);
-                }
-            }
-        }
+    /// A receive outside tokio's budget, for blocking receives: one called in a
+    /// task that used its budget would otherwise spin.
+    fn unbudgeted(&self) -> tokio::task::coop::Unconstrained<RecvFut<'_, T>> {
+        tokio::task::coop::unconstrained(self.recv_async())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -202,18 +193,6 @@ impl<T> Receiver<T> {
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
         Self(Arc::clone(&self.0))
-    }
-}
-
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
     }
 }
 
@@ -243,6 +222,9 @@ impl<T> Future for RecvFut<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let shared: &Shared<T> = &this.rx.0;
+        // One unit of the task's budget, as tokio's receiver takes: a task that
+        // used its budget yields here (and is woken at once).
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let mut guard = shared.inner.lock();
         let inner = &mut *guard;
         // A message already queued is taken without touching the waker slot.
@@ -252,9 +234,12 @@ impl<T> Future for RecvFut<'_, T> {
             Err(mpsc::error::TryRecvError::Empty) => None,
         };
         if let Some(outcome) = outcome {
+            coop.made_progress();
             withdraw(&mut this.key, shared, inner);
             return Poll::Ready(outcome);
         }
+        // `poll_recv` takes its own unit: give this one back first.
+        drop(coop);
         let key = match this.key {
             Some(key) => key,
             None => {
