@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Instructions and level-1 data-cache misses per message, counted by valgrind's
-# callgrind: noise-free figures for ours, the hand-rolled DashMap of tokio senders,
-# the single-task anchor and the raw flume and tokio hops, on each workload.
+# callgrind: noise-free figures for ours, ours with tokio-backed mailboxes
+# (ours-tokio), ours sending through resolved handles (ours-handle), the
+# hand-rolled DashMap of tokio senders, the single-task anchor and the raw flume and
+# tokio hops, on each workload. ours-handle has no figure for channel messages (no
+# handle applies there: the bench skips it).
 #
 # Each figure is the difference between two runs of `sharded-router bench --only
 # CASE --impls IMPL --runs 1 --messages N` (N small and N large), divided by the
@@ -22,18 +25,18 @@ BIN=target/release/sharded-router
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
-# name | bench --only text | unit | N small | N large
+# name | bench --only text | unit | N small | N large [| implementations not measured there]
 WORKLOADS=(
   "one-way acked, 100 actors|1 one-way acked, 100 actors, 2 producers|msg|10000|30000"
   "request/response, 8 requesters|2 request/response 8 requesters|round trip|2000|6000"
-  "channel messages, 100 channels|3 channels|msg|10000|30000"
+  "channel messages, 100 channels|3 channels|msg|10000|30000|ours-handle"
   "scale, 100k actors|4 scale 100000 actors|msg|10000|30000"
 )
 # More workloads (not in the default set, to keep it to a few minutes): pass their
 # names as the filter after adding them here, e.g.
 #   "scale, 10k actors|4 scale 10000 actors|msg|10000|30000"
 #   "Theater shape, 100 actors, mailbox 100|8 theater 100 actors|msg|10000|30000"
-IMPLS=(ours hand-rolled anchor limit limit-tokio)
+IMPLS=(ours ours-tokio ours-handle hand-rolled anchor limit limit-tokio)
 FILTER=${1:-}
 
 # Prints "Ir D1misses" from a callgrind output file's summary line.
@@ -51,10 +54,14 @@ count() { # only impl n file
 printf '| workload | implementation | instructions per unit | D1 misses per unit |\n|---|---|---:|---:|\n'
 SUMMARY=()
 for w in "${WORKLOADS[@]}"; do
-  IFS='|' read -r name only unit small large <<<"$w"
+  IFS='|' read -r name only unit small large skip <<<"$w"
   [[ -n "$FILTER" && "$name $only" != *"$FILTER"* ]] && continue
   declare -A INSTR=()
   for imp in "${IMPLS[@]}"; do
+    if [[ " ${skip:-} " == *" $imp "* ]]; then
+      printf '| %s | %s | n/a | n/a |\n' "$name" "$imp"
+      continue
+    fi
     a="$OUT/a.$imp" b="$OUT/b.$imp"
     count "$only" "$imp" "$small" "$a" & p1=$!
     count "$only" "$imp" "$large" "$b" & p2=$!
@@ -68,8 +75,10 @@ for w in "${WORKLOADS[@]}"; do
   done
   # The raw hop with fewer instructions is the limit.
   lim=${INSTR[limit]}; (( ${INSTR[limit-tokio]} < lim )) && lim=${INSTR[limit-tokio]}
-  SUMMARY+=("$(awk -v o="${INSTR[ours]}" -v l="$lim" -v a="${INSTR[anchor]}" -v h="${INSTR[hand-rolled]}" -v n="$name" \
-    'BEGIN { printf "%s: ours/limit instr = %.2f; anchor/ours instr = %.2f; ours/hand-rolled instr = %.2f", n, o / l, a / o, o / h }')")
+  SUMMARY+=("$(awk -v o="${INSTR[ours]}" -v l="$lim" -v a="${INSTR[anchor]}" -v h="${INSTR[hand-rolled]}" \
+    -v t="${INSTR[ours-tokio]:-}" -v d="${INSTR[ours-handle]:-}" -v n="$name" \
+    'function r(x) { return x == "" ? "n/a" : sprintf("%.2f", x / l) }
+     BEGIN { printf "%s: ours/limit instr = %.2f; anchor/ours instr = %.2f; ours/hand-rolled instr = %.2f; ours-tokio/limit instr = %s; ours-handle/limit instr = %s", n, o / l, a / o, o / h, r(t), r(d) }')")
   unset INSTR
 done
 echo

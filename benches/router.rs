@@ -1,7 +1,11 @@
 //! Our router against the hand-rolled `DashMap` of tokio senders, the single-task
-//! anchor and the raw-channel limits (flume and tokio `mpsc`).
+//! anchor and the raw-channel limits (flume and tokio `mpsc`), and our router's
+//! variants: ours-tokio (tokio-backed mailboxes) and ours-handle (sends through
+//! handles resolved at setup).
 //!
-//! Every group runs the five implementations on the same workload; the workload
+//! Every group runs the seven implementations on the same workload (ours-handle
+//! is left out of channel messages and churn, where no handle applies, and the
+//! raw hops out of churn); the workload
 //! code is the `sharded-router bench` subcommand's (the `sharded-router-workloads`
 //! crate, `workloads/`), so both report the same thing. How actors and producers run is
 //! described there: all of them are tokio tasks on one two-worker runtime, and a run
@@ -68,10 +72,11 @@ fn request_response(c: &mut Criterion) {
 /// Group 3: acked channel messages from 2 producers on open channels, one to each of
 /// 100 actors. Ours checks the sender against the channel table and delivers
 /// straight into the mailbox; the anchor routes each message through its task, as
-/// Theater does; the limit is the same raw flume hop as in group 1.
+/// Theater does; the limit is the same raw flume hop as in group 1. Ours-handle has
+/// no handle for a channel and is not run.
 fn channel_messages(c: &mut Criterion) {
     let mut g = group(c, "3_channel_messages");
-    for imp in Impl::ALL {
+    for imp in Impl::ALL.into_iter().filter(|i| i.sends_in(Mode::Channel)) {
         let fixture = Fixture::new(imp, Spec::channels(100));
         g.bench_function(BenchmarkId::new(imp.name(), "2_producers"), |b| {
             b.iter_custom(|n| fixture.one_way(2, Mode::Channel, Full::Wait, n).elapsed)
@@ -96,10 +101,11 @@ fn scale(c: &mut Criterion) {
 }
 
 /// Group 5: register + unregister pairs from one task, 100 actors registered. Ids and
-/// mailboxes are made outside the timing. The raw channel has no registry.
+/// mailboxes are made outside the timing. The raw channels have no registry, and
+/// registering involves no handle (ours-handle would be ours again).
 fn churn(c: &mut Criterion) {
     let mut g = group(c, "5_churn");
-    for imp in Impl::ALL.into_iter().filter(|i| i.routes()) {
+    for imp in Impl::ALL.into_iter().filter(|i| i.churns()) {
         let fixture = Fixture::new(imp, Spec::actors(100));
         g.bench_function(BenchmarkId::new(imp.name(), 100), |b| {
             b.iter_custom(|n| fixture.churn(n).expect("a registry to churn"))

@@ -2,7 +2,9 @@
 //! request/response, channels, scale, churn, overflow, back-pressure, Theater's
 //! shapes) for our router, the hand-rolled `DashMap` of tokio senders, the
 //! single-task anchor and the raw flume and tokio hops, printed as one table of
-//! medians with ratios from the same run. `--latency` measures latency
+//! medians with ratios from the same run, and a second one for our router's
+//! variants (ours-tokio: tokio-backed mailboxes; ours-handle: sends through
+//! resolved handles). `--latency` measures latency
 //! distributions instead (`bench_latency.rs`); `--plot FILE.svg` draws the result.
 //!
 //! The workloads are the ones the criterion benches run (the
@@ -31,7 +33,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub only: Option<String>,
     /// Run only these implementations (comma-separated: ours, hand-rolled, anchor,
-    /// limit, limit-tokio).
+    /// limit, limit-tokio, ours-tokio, ours-handle).
     #[arg(long, value_delimiter = ',', value_parser = parse_impl)]
     pub impls: Vec<Impl>,
     /// Fixed size of every timed run (messages, round trips or pairs) instead of a
@@ -49,7 +51,10 @@ pub struct BenchArgs {
 }
 
 fn parse_impl(name: &str) -> Result<Impl, String> {
-    Impl::ALL.into_iter().find(|i| i.name() == name).ok_or_else(|| format!("unknown implementation {name:?}"))
+    Impl::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Impl::ALL.iter().map(|i| i.name()).collect();
+        format!("unknown implementation {name:?} (known: {})", known.join(", "))
+    })
 }
 
 impl BenchArgs {
@@ -59,6 +64,8 @@ impl BenchArgs {
 }
 
 const N: usize = Impl::ALL.len();
+/// The main table's implementations; our router's variants have a table of their own.
+const MAIN: [Impl; 5] = [Impl::Ours, Impl::HandRolled, Impl::Anchor, Impl::Limit, Impl::LimitTokio];
 
 /// One case's figures: the median rate of each implementation (`None`: not run or
 /// not applicable), and the medians of the ratios taken run by run.
@@ -71,6 +78,14 @@ pub struct Row {
     pub vs_limit: Option<f64>,
     /// ours / anchor (rates), which is anchor / ours in time per message.
     pub vs_anchor: Option<f64>,
+    /// ours-tokio / hand-rolled.
+    pub tokio_vs_hand: Option<f64>,
+    /// ours-handle / hand-rolled.
+    pub handle_vs_hand: Option<f64>,
+    /// ours-tokio / ours.
+    pub tokio_vs_ours: Option<f64>,
+    /// ours-handle / ours.
+    pub handle_vs_ours: Option<f64>,
 }
 
 fn row(runs: &[[Option<f64>; N]]) -> Row {
@@ -81,11 +96,16 @@ fn row(runs: &[[Option<f64>; N]]) -> Row {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    let of = |a: Impl, b: Impl| ratio(&|r| Some(r[a.index()]? / r[b.index()]?));
     Row {
         rates: std::array::from_fn(col),
-        vs_hand: ratio(&|r| Some(r[ours]? / r[Impl::HandRolled.index()]?)),
+        vs_hand: of(Impl::Ours, Impl::HandRolled),
         vs_limit: ratio(&|r| Some(r[ours]? / faster_limit(r)?)),
-        vs_anchor: ratio(&|r| Some(r[ours]? / r[Impl::Anchor.index()]?)),
+        vs_anchor: of(Impl::Ours, Impl::Anchor),
+        tokio_vs_hand: of(Impl::OursTokio, Impl::HandRolled),
+        handle_vs_hand: of(Impl::OursHandle, Impl::HandRolled),
+        tokio_vs_ours: of(Impl::OursTokio, Impl::Ours),
+        handle_vs_ours: of(Impl::OursHandle, Impl::Ours),
     }
 }
 
@@ -120,7 +140,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
         let fixtures: Vec<Option<Fixture>> = Impl::ALL
             .iter()
             .map(|&imp| {
-                let fixture = args.selected(imp).then(|| Fixture::new(imp, spec));
+                // Not started where none of this spec's cases applies to it.
+                let wanted =
+                    args.selected(imp) && cases.iter().any(|c| c.spec == spec && c.work.applies(imp));
+                let fixture = wanted.then(|| Fixture::new(imp, spec));
                 progress.step(&format!("started {} with {} actors", imp.name(), spec.actors));
                 fixture
             })
@@ -191,16 +214,33 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn Error>> {
     progress.finish();
     print_tables(args, &cases, &results, &notes);
     if let Some(path) = &args.plot {
-        let bars: Vec<(String, [Option<f64>; 3])> = cases
+        let bars: Vec<(String, Vec<Option<f64>>)> = cases
             .iter()
             .zip(&results)
-            .map(|(c, r)| (format!("{} {}", c.group, c.label), [r.vs_hand, r.vs_limit, r.vs_anchor]))
+            .map(|(c, r)| {
+                let ratios = vec![r.vs_hand, r.vs_limit, r.vs_anchor, r.tokio_vs_hand, r.handle_vs_hand];
+                (format!("{} {}", c.group, c.label), ratios)
+            })
             .collect();
-        std::fs::write(path, crate::plot::ratios(&bars))?;
+        std::fs::write(path, crate::plot::ratios(&RATIO_NAMES, &bars))?;
         println!("\nplot written to {}", path.display());
     }
     println!("\ntotal time {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The ratios `--plot` draws, per case.
+const RATIO_NAMES: [&str; 5] = [
+    "ours/hand-rolled",
+    "ours/limit (faster raw hop)",
+    "ours/anchor (= anchor/ours in time)",
+    "ours-tokio/hand-rolled",
+    "ours-handle/hand-rolled",
+];
+
+/// The main table's rates (ours and the baselines), formatted.
+fn main_rates(r: &Row) -> String {
+    MAIN.iter().map(|imp| human(r.rates[imp.index()])).collect::<Vec<_>>().join(" | ")
 }
 
 fn print_tables(args: &BenchArgs, cases: &[Case], results: &[Row], notes: &[String]) {
@@ -221,16 +261,39 @@ fn print_tables(args: &BenchArgs, cases: &[Case], results: &[Row], notes: &[Stri
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (case, r) in cases.iter().zip(results) {
-        let rates: Vec<String> = r.rates.iter().map(|&x| human(x)).collect();
         println!(
             "| {} | {} | {} | {} | {} | {} |",
             case.group,
             case.label,
-            rates.join(" | "),
+            main_rates(r),
             times(r.vs_hand),
             pct(r.vs_limit),
             times(r.vs_anchor),
         );
+    }
+    if args.selected(Impl::OursTokio) || args.selected(Impl::OursHandle) {
+        println!(
+            "\nour router's variants, same runs: ours-tokio (tokio-backed mailboxes), ours-handle (sends \
+             through handles resolved at setup; n/a: no handle applies)\n"
+        );
+        println!(
+            "| group | case | ours-tokio | ours-handle | ours-tokio/hand-rolled | ours-handle/hand-rolled | \
+             ours-tokio/ours | ours-handle/ours |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (case, r) in cases.iter().zip(results) {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                case.group,
+                case.label,
+                human(r.rates[Impl::OursTokio.index()]),
+                human(r.rates[Impl::OursHandle.index()]),
+                times(r.tokio_vs_hand),
+                times(r.handle_vs_hand),
+                times(r.tokio_vs_ours),
+                times(r.handle_vs_ours),
+            );
+        }
     }
     for note in notes {
         println!("\n{note}");
@@ -246,12 +309,11 @@ fn print_tables(args: &BenchArgs, cases: &[Case], results: &[Row], notes: &[Stri
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (case, r) in theater {
             let stated = THEATER_STATED.iter().find(|(a, _)| *a == case.spec.actors).map(|&(_, s)| s);
-            let rates: Vec<String> = r.rates.iter().map(|&x| human(x)).collect();
             println!(
                 "| {} | {} | {} | {} |",
                 case.spec.actors,
                 human(stated),
-                rates.join(" | "),
+                main_rates(r),
                 times(r.rates[0].zip(stated).map(|(o, s)| o / s))
             );
         }
@@ -318,6 +380,7 @@ mod tests {
     use sharded_router_workloads::{Full, Mode};
 
     use super::*;
+    use crate::bench_cases::Work;
 
     /// Every workload completes for every implementation, with nothing lost.
     #[test]
@@ -331,10 +394,14 @@ mod tests {
                 }
             }
             fixture.round_trips(4, 200);
-            assert_eq!(fixture.churn(100).is_some(), imp.routes());
+            assert_eq!(fixture.churn(100).is_some(), imp.churns(), "{}", imp.name());
 
             let channels = Fixture::new(imp, Spec::channels(10));
-            assert_eq!(channels.one_way(2, Mode::Channel, Full::Wait, 2_000).refused, 0, "{}", imp.name());
+            let channel_work = Work::OneWay { producers: 2, mode: Mode::Channel, full: Full::Wait };
+            match channel_work.run(&channels, 2_000) {
+                Some(run) => assert_eq!(run.refused, 0, "{}", imp.name()),
+                None => assert_eq!(imp, Impl::OursHandle),
+            }
 
             let overflow = Fixture::new(imp, Spec::overflow());
             let run = overflow.one_way(2, Mode::Acked, Full::Refuse, 2_000);
@@ -354,6 +421,17 @@ mod tests {
             let theater = Fixture::new(imp, Spec::theater(1));
             assert_eq!(theater.one_way(2, Mode::Acked, Full::Await, 5_000).refused, 0, "{}", imp.name());
         }
+    }
+
+    /// `--impls` takes every implementation by its name, and nothing else.
+    #[test]
+    fn impls_parse_by_name() {
+        for imp in Impl::ALL {
+            assert_eq!(parse_impl(imp.name()), Ok(imp));
+        }
+        assert_eq!(parse_impl("ours-tokio"), Ok(Impl::OursTokio));
+        assert_eq!(parse_impl("ours-handle"), Ok(Impl::OursHandle));
+        assert!(parse_impl("ours_tokio").unwrap_err().contains("ours-handle"));
     }
 
     /// A latency fixture records one send → receive time per message to a counted

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use sharded_router_workloads::{Fixture, Full, Mode, Run, Spec};
+use sharded_router_workloads::{Fixture, Full, Impl, Mode, Run, Spec};
 
 #[derive(Clone, Copy)]
 pub enum Work {
@@ -99,9 +99,23 @@ impl Work {
         }
     }
 
+    /// Whether `imp` has something of its own to measure here (the raw channels
+    /// have no registry to churn; ours-handle has no handle for channel messages or
+    /// churn).
+    pub fn applies(self, imp: Impl) -> bool {
+        match self {
+            Work::OneWay { mode, .. } => imp.sends_in(mode),
+            Work::Requests { .. } => true,
+            Work::Churn => imp.churns(),
+        }
+    }
+
     /// One timed run; `None` where the implementation has nothing to measure
-    /// (the raw channels have no registry to churn).
+    /// ([`Work::applies`]).
     pub fn run(self, fixture: &Fixture, n: u64) -> Option<Run> {
+        if !self.applies(fixture.imp()) {
+            return None;
+        }
         match self {
             Work::OneWay { producers, mode, full } => Some(fixture.one_way(producers, mode, full, n)),
             Work::Requests { requesters } => Some(fixture.round_trips(requesters, n)),

@@ -77,24 +77,25 @@ fn bar(svg: &mut String, y: f64, width: Option<f64>, color: &str, text: &str) {
     }
 }
 
-/// The ratio table: per case, ours/hand-rolled, ours/limit and ours/anchor (rates;
-/// above 1 means ours is faster), on a linear scale with a line at 1.
-pub fn ratios(cases: &[(String, [Option<f64>; 3])]) -> String {
-    let names = ["ours/hand-rolled", "ours/limit (faster raw hop)", "ours/anchor (= anchor/ours in time)"];
-    let row_h = 3.0 * BAR_H + 10.0;
+/// The ratio table: per case, one bar per ratio named in `names` (rates, e.g.
+/// ours/hand-rolled: above 1 means the first is faster), on a linear scale with a
+/// line at 1.
+pub fn ratios(names: &[&str], cases: &[(String, Vec<Option<f64>>)]) -> String {
+    let row_h = names.len() as f64 * BAR_H + 10.0;
     let top = 62.0;
     let height = top + row_h * cases.len() as f64 + 20.0;
     let max = cases.iter().flat_map(|(_, r)| r.iter().flatten().copied()).fold(1.2f64, f64::max).min(4.0);
     let scale = |v: f64| CHART_W * v.min(max) / max;
     let mut svg = String::new();
     header(&mut svg, height, "sharded-router bench: rate ratios from one run (medians of per-run ratios)");
-    legend(&mut svg, &names, 40.0);
+    legend(&mut svg, names, 40.0);
     for (k, (label, values)) in cases.iter().enumerate() {
         let y = top + row_h * k as f64;
-        let _ = writeln!(svg, "<text x=\"10\" y=\"{:.1}\">{}</text>", y + 1.5 * BAR_H + 4.0, escape(label));
-        for (j, v) in values.iter().enumerate() {
+        let mid = y + names.len() as f64 * BAR_H / 2.0 + 4.0;
+        let _ = writeln!(svg, "<text x=\"10\" y=\"{mid:.1}\">{}</text>", escape(label));
+        for (j, v) in values.iter().take(names.len()).enumerate() {
             let text = v.map_or(String::new(), |v| format!("{v:.2}x"));
-            bar(&mut svg, y + BAR_H * j as f64, v.map(scale), COLORS[j], &text);
+            bar(&mut svg, y + BAR_H * j as f64, v.map(scale), COLORS[j % COLORS.len()], &text);
         }
     }
     vline(&mut svg, LABEL_W + scale(1.0), top, height - 15.0, "1.0", true);
@@ -156,9 +157,12 @@ mod tests {
 
     #[test]
     fn charts_are_well_formed_and_escape_labels() {
-        let svg = ratios(&[("a <b> & c".to_owned(), [Some(1.5), None, Some(0.5)])]);
+        let names = ["x/y", "x/z", "w/y"];
+        let svg = ratios(&names, &[("a <b> & c".to_owned(), vec![Some(1.5), None, Some(0.5)])]);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a &lt;b&gt; &amp; c") && svg.contains("1.50x") && svg.contains("n/a"));
+        assert!(names.iter().all(|n| svg.contains(&format!(">{n}</text>"))));
+        assert_eq!(svg.matches("<rect x=\"470\"").count(), 2, "one bar per ratio that has a value");
         let p = Percentiles { count: 10, p50: 2_000, p99: 50_000, p999: 3_000_000, max: 4_000_000 };
         let svg = latency(&[("case".to_owned(), vec![("ours", p)])]);
         assert!(svg.contains("2.0 µs") && svg.contains("50.0 µs") && svg.contains("3.00 ms"));

@@ -47,6 +47,7 @@ fn targets(seed: u64, actors: usize) -> Arc<[u32]> {
 
 /// A running implementation with its actors, ready for timed runs.
 pub struct Fixture {
+    imp: Impl,
     runtime: Runtime,
     system: Arc<System>,
     sink: Arc<Sink>,
@@ -77,10 +78,13 @@ impl Fixture {
         };
         let is_slow = |index: usize| Some(index as u32) == slow;
         let system = match imp {
-            Impl::Ours => {
+            Impl::Ours | Impl::OursTokio | Impl::OursHandle => {
+                // ours-tokio: every mailbox the router makes (actors', the channel
+                // client's endpoint, churn's) is tokio-backed.
                 let router = Router::builder()
                     .mailbox_capacity(spec.capacity)
                     .overflow(OverflowPolicy::Park { max_per_actor: spec.park })
+                    .tokio_mailboxes(imp == Impl::OursTokio)
                     .build()
                     .expect("router");
                 let ids = (0..spec.actors)
@@ -103,7 +107,10 @@ impl Fixture {
                         .collect();
                     Channels { client, ids, _endpoint: Some(client_mailbox) }
                 });
-                System::Ours { router, ids, channels }
+                // ours-handle: each actor's handle, resolved once, outside the timing.
+                let handles = (imp == Impl::OursHandle)
+                    .then(|| ids.iter().map(|&id| router.handle(id).expect("handle")).collect());
+                System::Ours { router, ids, handles, channels }
             }
             Impl::HandRolled => {
                 let map = HandRolled::default();
@@ -184,6 +191,7 @@ impl Fixture {
         };
         let targets = (0..MAX_TASKS).map(|t| targets(t as u64 + 1, spec.actors)).collect();
         Self {
+            imp,
             runtime,
             system: Arc::new(system),
             sink,
@@ -212,11 +220,17 @@ impl Fixture {
             .collect()
     }
 
+    /// The implementation this fixture runs.
+    pub fn imp(&self) -> Impl {
+        self.imp
+    }
+
     /// `total` one-way messages split over `producers` tasks, timed until every
     /// message to a counted actor has been taken (or refused).
     ///
     /// # Panics
-    /// If the run does not finish within two minutes (messages were lost).
+    /// If the run does not finish within two minutes (messages were lost), or if
+    /// the implementation has no send for `mode` ([`Impl::sends_in`]).
     pub fn one_way(&self, producers: usize, mode: Mode, full: Full, total: u64) -> Run {
         self.one_way_paced(producers, mode, full, total, None)
     }
@@ -231,6 +245,7 @@ impl Fixture {
         total: u64,
         rate: Option<f64>,
     ) -> Run {
+        assert!(self.imp.sends_in(mode), "{} has no send for {mode:?}", self.imp.name());
         let shares = self.shares(producers, total, mode, full, rate);
         self.sink.arm(shares.iter().map(Share::counted).sum());
         let start = Instant::now();
@@ -298,8 +313,12 @@ impl Fixture {
 
     /// `pairs` register + unregister pairs made one after another by one task.
     /// Fresh ids and mailboxes are made in batches outside the timing; the raw hops
-    /// have no registry and return `None`.
+    /// have no registry and return `None`, and so does ours-handle (no handle is
+    /// involved: see [`Impl::churns`]).
     pub fn churn(&self, pairs: u64) -> Option<Duration> {
+        if !self.imp.churns() {
+            return None;
+        }
         const BATCH: u64 = 4096;
         let capacity = MAILBOX_CAPACITY;
         let system = Arc::clone(&self.system);
@@ -368,5 +387,43 @@ impl Drop for Fixture {
         if let System::Ours { router, .. } = &*self.system {
             router.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ours-handle's producers send through the handles resolved at setup, ours'
+    /// by id: once the actor is registered again under the same id, the old
+    /// handle refuses (its registration ended) while a send by id reaches the new
+    /// mailbox.
+    #[test]
+    fn ours_handle_sends_through_its_handles() {
+        for (imp, refused) in [(Impl::Ours, 0), (Impl::OursHandle, 300)] {
+            let fixture = Fixture::new(imp, Spec::actors(1));
+            let System::Ours { router, ids, handles, .. } = &*fixture.system else {
+                panic!("{} is our router", imp.name())
+            };
+            assert_eq!(handles.is_some(), imp == Impl::OursHandle);
+            router.unregister(ids[0]).expect("unregister");
+            let (tx, mailbox) = router.mailbox();
+            router.register(ids[0], tx).expect("register again");
+            let tally = Tally { sink: Some(Arc::clone(&fixture.sink)), seen: 0, latency: None };
+            fixture.runtime.spawn(ours_actor(mailbox, tally, false));
+            for full in [Full::Refuse, Full::Await] {
+                let run = fixture.one_way(1, Mode::Acked, full, 300);
+                assert_eq!(run.refused, refused, "{} {full:?}", imp.name());
+            }
+        }
+    }
+
+    /// Where ours-handle has no send of its own, it is not measured.
+    #[test]
+    fn ours_handle_has_no_churn() {
+        let fixture = Fixture::new(Impl::OursHandle, Spec::actors(2));
+        assert!(fixture.churn(10).is_none());
+        assert!(Fixture::new(Impl::OursTokio, Spec::actors(2)).churn(10).is_some());
+        assert!(!Impl::OursHandle.sends_in(Mode::Channel) && Impl::OursHandle.sends_in(Mode::Tell));
     }
 }

@@ -1,9 +1,17 @@
 //! Workloads shared by `sharded-router bench` (the CLI, `cli/`) and the criterion
 //! benches (`benches/router.rs`, `benches/memory.rs`), so both run exactly the same
 //! code. Not published: it exists for the repository's own benchmarks. It compares
-//! five implementations:
+//! seven implementations:
 //!
-//! * **ours**: [`sharded_router::Router`];
+//! * **ours**: [`sharded_router::Router`] (flume mailboxes), sending by id;
+//! * **ours-tokio**: the same router with tokio-backed mailboxes
+//!   (`RouterBuilder::tokio_mailboxes`), for the actors and for the channel
+//!   workload's external endpoint; everything else as for ours;
+//! * **ours-handle**: the same router as ours, its producers sending through
+//!   [`sharded_router::ActorHandle`]s resolved once at setup (outside the timing)
+//!   instead of by id (`try_send`, `tell`, `send_async`, `request_async`). Channel
+//!   messages and churn have no handle to send through, so it has nothing of its
+//!   own to measure there (see [`Impl::sends_in`], [`Impl::churns`]);
 //! * **hand-rolled**: what a user would write instead (see [`hand_rolled`]): a
 //!   `DashMap` of tokio `mpsc` senders, `try_send`, `send().await` when full, requests
 //!   as a oneshot awaited under `tokio::time::timeout`;
@@ -83,10 +91,21 @@ pub enum Impl {
     Anchor,
     Limit,
     LimitTokio,
+    OursTokio,
+    OursHandle,
 }
 
 impl Impl {
-    pub const ALL: [Self; 5] = [Self::Ours, Self::HandRolled, Self::Anchor, Self::Limit, Self::LimitTokio];
+    /// Every implementation, in the order of [`Impl::index`] (and of interleaved runs).
+    pub const ALL: [Self; 7] = [
+        Self::Ours,
+        Self::HandRolled,
+        Self::Anchor,
+        Self::Limit,
+        Self::LimitTokio,
+        Self::OursTokio,
+        Self::OursHandle,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -95,7 +114,14 @@ impl Impl {
             Self::Anchor => "anchor",
             Self::Limit => "limit",
             Self::LimitTokio => "limit-tokio",
+            Self::OursTokio => "ours-tokio",
+            Self::OursHandle => "ours-handle",
         }
+    }
+
+    /// The implementation called `name` (as [`Impl::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
     }
 
     /// Its position in [`Impl::ALL`].
@@ -106,6 +132,24 @@ impl Impl {
     /// Has a registry (the raw hops index a `Vec`).
     pub fn routes(self) -> bool {
         !matches!(self, Self::Limit | Self::LimitTokio)
+    }
+
+    /// Is our router (with either mailbox, sending by id or through handles).
+    pub fn is_ours(self) -> bool {
+        matches!(self, Self::Ours | Self::OursTokio | Self::OursHandle)
+    }
+
+    /// Has a send of its own for `mode`: ours-handle has none for channel messages
+    /// (a channel is sent on by its id; there is no handle to resolve), so it is not
+    /// measured there. [`Fixture::one_way`] panics on the others.
+    pub fn sends_in(self, mode: Mode) -> bool {
+        !(self == Self::OursHandle && mode == Mode::Channel)
+    }
+
+    /// Has a registry of its own to churn: not the raw hops, and not ours-handle
+    /// (registering and unregistering involve no handle: it would be ours again).
+    pub fn churns(self) -> bool {
+        self.routes() && self != Self::OursHandle
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use sharded_router::{ActorId, ChannelId, ExternalId, Mailbox, Router, SendErrorKind};
+use sharded_router::{ActorHandle, ActorId, ChannelId, ExternalId, Mailbox, Router, SendErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::yield_now;
 
@@ -26,9 +26,13 @@ pub(crate) struct Channels<Client, Id> {
 }
 
 pub(crate) enum System {
+    /// Ours, ours-tokio (the router makes tokio-backed mailboxes) and ours-handle
+    /// (`handles` is set: producers send through them).
     Ours {
         router: Router,
         ids: Vec<ActorId>,
+        /// One resolved handle per actor, by index (ours-handle only).
+        handles: Option<Vec<ActorHandle>>,
         channels: Option<Channels<ExternalId, ChannelId>>,
     },
     HandRolled {
@@ -120,7 +124,9 @@ impl Share {
             }
             let target = self.target(i);
             let ok = match &*self.system {
-                System::Ours { router, ids, channels } => self.ours(router, ids, channels, target, i).await,
+                System::Ours { router, ids, handles, channels } => {
+                    self.ours(router, ids, handles.as_deref(), channels, target, i).await
+                }
                 System::HandRolled { map, ids, channels } => {
                     let data = self.payload(i);
                     match (self.mode, channels) {
@@ -170,26 +176,34 @@ impl Share {
         refused
     }
 
-    /// One message through our router; `false` if it was refused.
+    /// One message through our router, by id or through the target's handle when
+    /// `handles` is given; `false` if it was refused.
     async fn ours(
         &self,
         router: &Router,
         ids: &[ActorId],
+        handles: Option<&[ActorHandle]>,
         channels: &Option<Channels<ExternalId, ChannelId>>,
         target: u32,
         i: u64,
     ) -> bool {
         let id = ids[target as usize];
+        let handle = handles.map(|h| &h[target as usize]);
         if self.mode == Mode::Tell {
-            router.tell(id, self.payload(i));
+            match handle {
+                Some(h) => h.tell(self.payload(i)),
+                None => router.tell(id, self.payload(i)),
+            }
             return true;
         }
         let mut data = self.payload(i);
         loop {
-            let sent = match channels {
-                Some(c) if self.mode == Mode::Channel => {
+            let sent = match (channels, handle) {
+                (Some(c), _) if self.mode == Mode::Channel => {
                     router.channel_send(c.ids[target as usize], c.client, data)
                 }
+                (_, Some(h)) if self.full == Full::Await => h.send_async(data).await,
+                (_, Some(h)) => h.try_send(data),
                 _ if self.full == Full::Await => router.send_async(id, data).await,
                 _ => router.try_send(id, data),
             };
@@ -218,6 +232,9 @@ impl Share {
             let data = self.payload(i);
             let start = latency.as_ref().map(|_| now_ns());
             let answer = match &*self.system {
+                System::Ours { handles: Some(handles), .. } => {
+                    handles[target].request_async(data, REQUEST_TIMEOUT).await.ok()
+                }
                 System::Ours { router, ids, .. } => {
                     router.request_async(ids[target], data, REQUEST_TIMEOUT).await.ok()
                 }
