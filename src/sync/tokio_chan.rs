@@ -222,57 +222,55 @@ impl<T> Future for RecvFut<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let shared: &Shared<T> = &this.rx.0;
-        // One unit of the task's budget, as tokio's receiver takes: a task that
-        // used its budget yields here (and is woken at once).
-        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let mut guard = shared.inner.lock();
         let inner = &mut *guard;
-        // A message already queued is taken without touching the waker slot.
-        let outcome = match inner.rx.try_recv() {
-            Ok(v) => Some(Ok(v)),
-            Err(mpsc::error::TryRecvError::Disconnected) => Some(Err(RecvError::Disconnected)),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-        };
-        if let Some(outcome) = outcome {
-            coop.made_progress();
-            withdraw(&mut this.key, shared, inner);
-            return Poll::Ready(outcome);
-        }
-        // `poll_recv` takes its own unit: give this one back first.
-        drop(coop);
-        let key = match this.key {
-            Some(key) => key,
-            None => {
-                let key = inner.next_key;
-                inner.next_key += 1;
-                inner.waiting += 1;
-                this.key = Some(key);
-                key
-            }
-        };
-        let polled = if inner.waiting == 1 {
-            // Alone: tokio holds this future's own waker.
-            if inner.relaying {
-                inner.relaying = false;
-                shared.relay.withdraw(key);
-            }
-            inner.direct_key = Some(key);
+        let polled = if inner.waiting == usize::from(this.key.is_some()) {
+            // Alone: tokio holds this future's own waker, and its `poll_recv` does
+            // the rest (a unit of budget, a look at the queue before and after
+            // filing the waker).
             let direct = match &mut inner.direct {
                 Some(w) if w.will_wake(cx.waker()) => w,
                 slot => slot.insert(cx.waker().clone()),
             };
-            inner.rx.poll_recv(&mut Context::from_waker(direct))
-        } else {
-            if !inner.relaying {
-                inner.relaying = true;
-                // Tokio drops the waker it replaces without waking it: the future
-                // it belonged to moves onto the relay's list.
-                if let (Some(k), Some(w)) = (inner.direct_key.take(), inner.direct.as_ref()) {
-                    shared.relay.file(k, w);
+            let polled = inner.rx.poll_recv(&mut Context::from_waker(direct));
+            if inner.relaying {
+                // Tokio now holds the direct waker, not the relay's.
+                inner.relaying = false;
+                if let Some(key) = this.key {
+                    shared.relay.withdraw(key);
                 }
             }
-            shared.relay.file(key, cx.waker());
-            inner.rx.poll_recv(&mut Context::from_waker(&shared.relay_waker))
+            if polled.is_pending() {
+                inner.direct_key = Some(register(&mut this.key, inner));
+            }
+            polled
+        } else {
+            // One unit of the task's budget, as tokio's receiver takes: a task
+            // that used its budget yields here (and is woken at once).
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            // A message already queued is taken without touching the waker slot.
+            match inner.rx.try_recv() {
+                Ok(v) => {
+                    coop.made_progress();
+                    Poll::Ready(Some(v))
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => Poll::Ready(None),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // `poll_recv` takes its own unit: give this one back first.
+                    drop(coop);
+                    let key = register(&mut this.key, inner);
+                    if !inner.relaying {
+                        inner.relaying = true;
+                        // Tokio drops the waker it replaces without waking it: the
+                        // future it belonged to moves onto the relay's list.
+                        if let (Some(k), Some(w)) = (inner.direct_key.take(), inner.direct.as_ref()) {
+                            shared.relay.file(k, w);
+                        }
+                    }
+                    shared.relay.file(key, cx.waker());
+                    inner.rx.poll_recv(&mut Context::from_waker(&shared.relay_waker))
+                }
+            }
         };
         match polled {
             Poll::Ready(value) => {
@@ -282,6 +280,16 @@ impl<T> Future for RecvFut<'_, T> {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Counts a future as waiting (if it is not yet) and returns its key.
+fn register<T>(key: &mut Option<u64>, inner: &mut Inner<T>) -> u64 {
+    *key.get_or_insert_with(|| {
+        let key = inner.next_key;
+        inner.next_key += 1;
+        inner.waiting += 1;
+        key
+    })
 }
 
 impl<T> Drop for RecvFut<'_, T> {
