@@ -1,6 +1,8 @@
 //! The mailbox channel in tokio tasks: flume 0.12's async receive (what
 //! `Mailbox::recv_async` uses) against tokio's `mpsc`, with our mailbox through
-//! the router beside them. Two shapes, on a two-worker multi-thread runtime:
+//! the router beside them, with flume mailboxes (`ours`) and with tokio-backed
+//! ones (`ours_tokio_mailbox`, `tokio_mailbox`). Two shapes, on a two-worker
+//! multi-thread runtime:
 //!
 //! * **ping-pong**: two tasks pass one message back and forth, so every
 //!   receive finds the channel empty and waits (registers a waker, is woken);
@@ -82,10 +84,15 @@ async fn tokio_ping_pong(n: u64) {
     b.await.unwrap();
 }
 
+/// A router whose `mailbox()` makes flume mailboxes, or tokio-backed ones.
+fn router(tokio_mailboxes: bool) -> Router {
+    Router::builder().shards(2).mailbox_capacity(1024).tokio_mailboxes(tokio_mailboxes).build().unwrap()
+}
+
 /// Round trips between two actors registered with a router: `try_send`, then
 /// `Mailbox::recv_async`.
-async fn ours_ping_pong(n: u64) {
-    let router = Router::builder().shards(2).mailbox_capacity(1024).build().unwrap();
+async fn ours_ping_pong(n: u64, tokio_mailboxes: bool) {
+    let router = router(tokio_mailboxes);
     let (a, b) = (ActorId::new(), ActorId::new());
     let (a_tx, a_mailbox) = router.mailbox();
     let (b_tx, b_mailbox) = router.mailbox();
@@ -139,8 +146,8 @@ async fn tokio_burst(n: u64) {
     consumer.await.unwrap();
 }
 
-async fn ours_burst(n: u64) {
-    let router = Router::builder().shards(2).mailbox_capacity(1024).build().unwrap();
+async fn ours_burst(n: u64, tokio_mailboxes: bool) {
+    let router = router(tokio_mailboxes);
     let id = ActorId::new();
     let (tx, mailbox) = router.mailbox();
     router.register(id, tx).unwrap();
@@ -165,12 +172,14 @@ fn cases(shape: &str) -> Vec<Case> {
         "ping_pong" => vec![
             ("flume", |n| Box::pin(flume_ping_pong(n))),
             ("tokio_mpsc", |n| Box::pin(tokio_ping_pong(n))),
-            ("ours", |n| Box::pin(ours_ping_pong(n))),
+            ("ours", |n| Box::pin(ours_ping_pong(n, false))),
+            ("ours_tokio_mailbox", |n| Box::pin(ours_ping_pong(n, true))),
         ],
         _ => vec![
             ("flume", |n| Box::pin(flume_burst(n))),
             ("tokio_mpsc", |n| Box::pin(tokio_burst(n))),
-            ("ours", |n| Box::pin(ours_burst(n))),
+            ("ours", |n| Box::pin(ours_burst(n, false))),
+            ("ours_tokio_mailbox", |n| Box::pin(ours_burst(n, true))),
         ],
     }
 }
