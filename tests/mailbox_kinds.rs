@@ -372,6 +372,99 @@ fn a_blocking_receiver_gets_what_a_dropped_async_receiver_was_woken_for() {
     }
 }
 
+/// Counts its wake-ups.
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (std::task::Waker, Arc<Wakes>) {
+    let count = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+    (std::task::Waker::from(Arc::clone(&count)), count)
+}
+
+fn wakes(count: &Wakes) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Step by step through the ways two clones can wait together (a tokio-backed
+/// mailbox hands tokio's one waker slot from one waiting future to a relay and
+/// back): whoever still waits is woken by the next message.
+#[test]
+fn two_waiting_clones_are_each_woken_whatever_the_other_does() {
+    use std::task::{Context, Poll};
+    for kind in KINDS {
+        let router = kind.router(8, 0);
+        let (tx, mailbox) = router.mailbox();
+        let id = ActorId::new();
+        router.register(id, tx).unwrap();
+        let other = mailbox.clone();
+        let send = |n: u64| router.try_send(id, n.to_le_bytes().to_vec()).unwrap();
+        let (wa, ca) = counting_waker();
+        let (wb, cb) = counting_waker();
+        let (mut cx_a, mut cx_b) = (Context::from_waker(&wa), Context::from_waker(&wb));
+
+        // A waits alone, B joins, B is cancelled: the message wakes A.
+        let mut a = Box::pin(mailbox.recv_async());
+        let mut b = Box::pin(other.recv_async());
+        assert!(a.as_mut().poll(&mut cx_a).is_pending());
+        assert!(b.as_mut().poll(&mut cx_b).is_pending());
+        drop(b);
+        send(1);
+        assert!(wakes(&ca) >= 1, "{kind:?}: the waiter left alone was not woken");
+        match a.as_mut().poll(&mut cx_a) {
+            Poll::Ready(Ok(msg)) => assert_eq!(number(msg), 1),
+            other => panic!("{kind:?}: expected message 1, got {other:?}"),
+        }
+        drop(a);
+
+        // Both wait; each message wakes someone, and the one that did not get the
+        // first is woken for the second.
+        let mut a = Box::pin(mailbox.recv_async());
+        let mut b = Box::pin(other.recv_async());
+        assert!(a.as_mut().poll(&mut cx_a).is_pending());
+        assert!(b.as_mut().poll(&mut cx_b).is_pending());
+        let (before_a, before_b) = (wakes(&ca), wakes(&cb));
+        send(2);
+        assert!(wakes(&ca) + wakes(&cb) > before_a + before_b, "{kind:?}: nobody was woken");
+        let got_a = a.as_mut().poll(&mut cx_a);
+        let got_b = b.as_mut().poll(&mut cx_b);
+        let (mut still, cx_still, count) = match (got_a, got_b) {
+            (Poll::Ready(Ok(msg)), Poll::Pending) => {
+                assert_eq!(number(msg), 2);
+                (b, &mut cx_b, &cb)
+            }
+            (Poll::Pending, Poll::Ready(Ok(msg))) => {
+                assert_eq!(number(msg), 2);
+                (a, &mut cx_a, &ca)
+            }
+            (x, y) => panic!("{kind:?}: expected exactly one to get message 2: {x:?}, {y:?}"),
+        };
+        let before = wakes(count);
+        send(3);
+        assert!(wakes(count) > before, "{kind:?}: the remaining waiter was not woken for the next message");
+        match still.as_mut().poll(cx_still) {
+            Poll::Ready(Ok(msg)) => assert_eq!(number(msg), 3),
+            other => panic!("{kind:?}: expected message 3, got {other:?}"),
+        }
+        drop(still);
+
+        // A waits, then unregistering wakes it with the end of the mailbox.
+        let mut a = Box::pin(mailbox.recv_async());
+        let mut b = Box::pin(other.recv_async());
+        assert!(a.as_mut().poll(&mut cx_a).is_pending());
+        assert!(b.as_mut().poll(&mut cx_b).is_pending());
+        let (before_a, before_b) = (wakes(&ca), wakes(&cb));
+        router.unregister(id).unwrap();
+        assert!(wakes(&ca) > before_a && wakes(&cb) > before_b, "{kind:?}: unregister left a waiter asleep");
+        assert!(matches!(a.as_mut().poll(&mut cx_a), Poll::Ready(Err(_))), "{kind:?}");
+        assert!(matches!(b.as_mut().poll(&mut cx_b), Poll::Ready(Err(_))), "{kind:?}");
+    }
+}
+
 #[test]
 fn dropping_the_last_receiving_half_unregisters() {
     for kind in KINDS {
