@@ -122,7 +122,7 @@ pub use ids::{ActorId, ChannelId, ExternalId, ParseIdError, Participant};
 pub use latency::{LatencySnapshot, RequestCounts, RequestOutcome};
 #[cfg(feature = "tokio-mailbox")]
 pub use mailbox::tokio_mailbox;
-pub use mailbox::{mailbox, Mailbox, MailboxSender};
+pub use mailbox::{mailbox, Mailbox, MailboxSender, RecvFuture};
 pub use message::{
     reply_channel, ActorMessage, ChannelOpenReply, ReplyHandle, ReplyReceiver, ResponseFuture,
 };

@@ -13,6 +13,9 @@
 //! would.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::{Disconnected, TryRecvError};
@@ -149,10 +152,8 @@ impl Mailbox {
     ///
     /// # Cancel safety
     /// Cancel safe: a message is taken only when the future completes.
-    pub async fn recv_async(&self) -> Result<ActorMessage, Disconnected> {
-        let msg = self.rx.recv_async().await.map_err(|_| Disconnected)?;
-        self.took_one();
-        Ok(msg)
+    pub fn recv_async(&self) -> RecvFuture<'_> {
+        RecvFuture { mailbox: self, inner: self.rx.recv_async() }
     }
 
     /// Messages waiting in the mailbox (not counting any parked at the shard).
@@ -177,6 +178,38 @@ impl Mailbox {
     fn took_one(&self) {
         let state = &self.state;
         state.flow.took_one(|| MailboxState::post_drain(state));
+    }
+}
+
+/// The future of [`Mailbox::recv_async`]: resolves with the next message, or
+/// [`Disconnected`] once the actor is unregistered and the mailbox is drained.
+/// Dropping it takes nothing.
+#[must_use = "a receive future does nothing unless polled"]
+pub struct RecvFuture<'a> {
+    mailbox: &'a Mailbox,
+    inner: chan::RecvFut<'a, ActorMessage>,
+}
+
+impl Future for RecvFuture<'_> {
+    type Output = Result<ActorMessage, Disconnected>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every queue's receive future is `Unpin`, and so is this one.
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Ready(Ok(msg)) => {
+                this.mailbox.took_one();
+                Poll::Ready(Ok(msg))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Disconnected)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl fmt::Debug for RecvFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvFuture").finish_non_exhaustive()
     }
 }
 

@@ -3,10 +3,10 @@
 //! Every primitive the crate uses — atomics, `Arc`, locks, the mailbox and command
 //! queues, the concurrent map, thread spawning and the clock — comes from this
 //! module. Normal builds wrap `std`, `parking_lot`, `flume`, `crossbeam-channel`
-//! and `dashmap`. Builds with `--cfg loom` get stand-ins built from loom's
-//! primitives with the same method names, so the routing code above this module is
-//! the same code under the model checker (loom cannot see inside flume,
-//! crossbeam-channel or dashmap).
+//! and `dashmap` (and tokio's `mpsc` for the `tokio-mailbox` feature). Builds with
+//! `--cfg loom` get stand-ins built from loom's primitives with the same method
+//! names, so the routing code above this module is the same code under the model
+//! checker (loom cannot see inside flume, tokio, crossbeam-channel or dashmap).
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -421,14 +421,15 @@ pub(crate) mod thread {
     }
 }
 
-/// The actor mailbox: a bounded MPMC queue with an async receive (flume).
+/// The actor mailbox: a bounded MPMC queue with blocking and async receives,
+/// flume's by default (`flume_chan`).
 ///
 /// Measured against tokio's `mpsc` in tokio tasks (`benches/mailbox.rs`,
 /// BENCHMARKS.md): tokio's is 4.6x faster when every receive waits (flume
 /// allocates a hook per wait, and its wake-up costs more), flume 2.7x faster
-/// when messages queue up. Flume stays: the routing
-/// workloads are the second shape, and it keeps blocking receives and the
-/// default build free of a runtime.
+/// when messages queue up. Flume stays the default: the routing workloads are the
+/// second shape, and it keeps the default build free of a runtime. The
+/// `tokio-mailbox` feature adds tokio-backed mailboxes beside it.
 #[cfg(all(not(loom), not(feature = "tokio-mailbox")))]
 pub(crate) use flume_chan as chan;
 #[cfg(not(loom))]
