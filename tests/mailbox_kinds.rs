@@ -9,14 +9,15 @@ mod common;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{within, WAIT};
 use sharded_router::{
-    mailbox, tokio_mailbox, ActorId, ActorMessage, Mailbox, MailboxSender, OverflowPolicy, Router,
-    SendErrorKind, TryRecvError,
+    mailbox, tokio_mailbox, ActorId, ActorMessage, Mailbox, MailboxSender, OverflowPolicy, RecvFuture,
+    Router, SendErrorKind, TryRecvError,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +34,15 @@ impl Kind {
             Self::Flume => mailbox(capacity),
             Self::Tokio => tokio_mailbox(capacity),
         }
+    }
+
+    /// A router of [`Kind::router`] and an actor registered with a mailbox it made.
+    fn registered(self, capacity: usize, park: usize) -> (Router, ActorId, Mailbox) {
+        let router = self.router(capacity, park);
+        let (tx, mailbox) = router.mailbox();
+        let id = ActorId::new();
+        router.register(id, tx).unwrap();
+        (router, id, mailbox)
     }
 
     /// Two shards; `Router::mailbox` makes this kind, of `capacity`, and up to
@@ -102,10 +112,7 @@ fn capacities_at_the_edges_are_clamped_not_fatal() {
 fn fifo_per_sender_with_four_producers_waiting_for_room() {
     for kind in KINDS {
         let rt = runtime();
-        let router = kind.router(16, 64);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(16, 64);
         const PER: u64 = 5_000;
         let actor = rt.spawn(async move {
             let mut next = [0u64; 4];
@@ -139,10 +146,7 @@ fn fifo_per_sender_with_four_producers_waiting_for_room() {
 #[test]
 fn parked_messages_reach_a_blocking_receiver_in_order() {
     for kind in KINDS {
-        let router = kind.router(2, 1_000);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(2, 1_000);
         // Two fit; 498 park at the shard and move in as the actor takes messages
         // (each take that makes room tells the shard once).
         for i in 0..500u64 {
@@ -161,10 +165,7 @@ fn parked_messages_reach_a_blocking_receiver_in_order() {
 fn parked_messages_reach_an_async_receiver_in_order() {
     for kind in KINDS {
         let rt = runtime();
-        let router = kind.router(2, 1_000);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(2, 1_000);
         for i in 0..500u64 {
             router.try_send(id, i.to_le_bytes().to_vec()).unwrap();
         }
@@ -183,10 +184,7 @@ fn parked_messages_reach_an_async_receiver_in_order() {
 fn unregistering_wakes_every_kind_of_waiting_receiver() {
     for kind in KINDS {
         let rt = runtime();
-        let router = kind.router(8, 0);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(8, 0);
         let (a, b, c) = (mailbox.clone(), mailbox.clone(), mailbox.clone());
         let async_waiter = rt.spawn(async move { a.recv_async().await });
         let blocking = thread::spawn(move || b.recv());
@@ -207,10 +205,7 @@ fn unregistering_wakes_every_kind_of_waiting_receiver() {
 #[test]
 fn what_was_delivered_before_unregister_is_still_received() {
     for kind in KINDS {
-        let router = kind.router(8, 0);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(8, 0);
         for i in 0..3u64 {
             router.try_send(id, i.to_le_bytes().to_vec()).unwrap();
         }
@@ -231,10 +226,7 @@ fn what_was_delivered_before_unregister_is_still_received() {
 #[test]
 fn timeouts_at_the_edges() {
     for kind in KINDS {
-        let router = kind.router(8, 0);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(8, 0);
         assert_eq!(mailbox.recv_timeout(Duration::ZERO).unwrap_err(), TryRecvError::Empty, "{kind:?}");
         let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now);
         assert_eq!(mailbox.recv_deadline(past).unwrap_err(), TryRecvError::Empty, "{kind:?}");
@@ -261,10 +253,7 @@ fn timeouts_at_the_edges() {
 fn clones_waiting_at_once_take_each_message_exactly_once() {
     for kind in KINDS {
         let rt = runtime();
-        let router = kind.router(16, 256);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(16, 256);
         const N: u64 = 20_000;
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let record = |seen: &Arc<Mutex<HashSet<u64>>>, msg: ActorMessage| {
@@ -340,10 +329,7 @@ fn clones_waiting_at_once_take_each_message_exactly_once() {
 fn a_blocking_receiver_gets_what_a_dropped_async_receiver_was_woken_for() {
     for kind in KINDS {
         for how in ["recv", "recv_timeout(MAX)", "recv_deadline(in an hour)"] {
-            let router = kind.router(8, 0);
-            let (tx, mailbox) = router.mailbox();
-            let id = ActorId::new();
-            router.register(id, tx).unwrap();
+            let (router, id, mailbox) = kind.registered(8, 0);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             let mut waiting = Box::pin(mailbox.recv_async());
             assert!(waiting.as_mut().poll(&mut cx).is_pending());
@@ -390,6 +376,19 @@ fn wakes(count: &Wakes) -> usize {
     count.0.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// Receives on `a` and on `b`, each polled once and found waiting.
+fn both_waiting<'m>(
+    a: &'m Mailbox,
+    b: &'m Mailbox,
+    cx_a: &mut std::task::Context<'_>,
+    cx_b: &mut std::task::Context<'_>,
+) -> (Pin<Box<RecvFuture<'m>>>, Pin<Box<RecvFuture<'m>>>) {
+    let (mut a, mut b) = (Box::pin(a.recv_async()), Box::pin(b.recv_async()));
+    assert!(a.as_mut().poll(cx_a).is_pending());
+    assert!(b.as_mut().poll(cx_b).is_pending());
+    (a, b)
+}
+
 /// Step by step through the ways two clones can wait together (a tokio-backed
 /// mailbox hands tokio's one waker slot from one waiting future to a relay and
 /// back): whoever still waits is woken by the next message.
@@ -397,10 +396,7 @@ fn wakes(count: &Wakes) -> usize {
 fn two_waiting_clones_are_each_woken_whatever_the_other_does() {
     use std::task::{Context, Poll};
     for kind in KINDS {
-        let router = kind.router(8, 0);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(8, 0);
         let other = mailbox.clone();
         let send = |n: u64| router.try_send(id, n.to_le_bytes().to_vec()).unwrap();
         let (wa, ca) = counting_waker();
@@ -408,10 +404,7 @@ fn two_waiting_clones_are_each_woken_whatever_the_other_does() {
         let (mut cx_a, mut cx_b) = (Context::from_waker(&wa), Context::from_waker(&wb));
 
         // A waits alone, B joins, B is cancelled: the message wakes A.
-        let mut a = Box::pin(mailbox.recv_async());
-        let mut b = Box::pin(other.recv_async());
-        assert!(a.as_mut().poll(&mut cx_a).is_pending());
-        assert!(b.as_mut().poll(&mut cx_b).is_pending());
+        let (mut a, b) = both_waiting(&mailbox, &other, &mut cx_a, &mut cx_b);
         drop(b);
         send(1);
         assert!(wakes(&ca) >= 1, "{kind:?}: the waiter left alone was not woken");
@@ -423,10 +416,7 @@ fn two_waiting_clones_are_each_woken_whatever_the_other_does() {
 
         // Both wait; each message wakes someone, and the one that did not get the
         // first is woken for the second.
-        let mut a = Box::pin(mailbox.recv_async());
-        let mut b = Box::pin(other.recv_async());
-        assert!(a.as_mut().poll(&mut cx_a).is_pending());
-        assert!(b.as_mut().poll(&mut cx_b).is_pending());
+        let (mut a, mut b) = both_waiting(&mailbox, &other, &mut cx_a, &mut cx_b);
         let (before_a, before_b) = (wakes(&ca), wakes(&cb));
         send(2);
         assert!(wakes(&ca) + wakes(&cb) > before_a + before_b, "{kind:?}: nobody was woken");
@@ -453,10 +443,7 @@ fn two_waiting_clones_are_each_woken_whatever_the_other_does() {
         drop(still);
 
         // A waits, then unregistering wakes it with the end of the mailbox.
-        let mut a = Box::pin(mailbox.recv_async());
-        let mut b = Box::pin(other.recv_async());
-        assert!(a.as_mut().poll(&mut cx_a).is_pending());
-        assert!(b.as_mut().poll(&mut cx_b).is_pending());
+        let (mut a, mut b) = both_waiting(&mailbox, &other, &mut cx_a, &mut cx_b);
         let (before_a, before_b) = (wakes(&ca), wakes(&cb));
         router.unregister(id).unwrap();
         assert!(wakes(&ca) > before_a && wakes(&cb) > before_b, "{kind:?}: unregister left a waiter asleep");
@@ -468,10 +455,7 @@ fn two_waiting_clones_are_each_woken_whatever_the_other_does() {
 #[test]
 fn dropping_the_last_receiving_half_unregisters() {
     for kind in KINDS {
-        let router = kind.router(8, 0);
-        let (tx, mailbox) = router.mailbox();
-        let id = ActorId::new();
-        router.register(id, tx).unwrap();
+        let (router, id, mailbox) = kind.registered(8, 0);
         let clone = mailbox.clone();
         drop(mailbox);
         assert!(router.is_registered(id), "{kind:?}: a clone still receives");
@@ -512,10 +496,7 @@ fn replace_mailbox_moves_messages_between_the_kinds_in_order() {
 #[test]
 fn requests_round_trip_through_tokio_mailboxes() {
     let rt = runtime();
-    let router = Kind::Tokio.router(32, 1_024);
-    let (tx, mailbox) = router.mailbox();
-    let id = ActorId::new();
-    router.register(id, tx).unwrap();
+    let (router, id, mailbox) = Kind::Tokio.registered(32, 1_024);
     rt.spawn(async move {
         while let Ok(msg) = mailbox.recv_async().await {
             if let ActorMessage::Request { data, reply } = msg {
@@ -552,10 +533,7 @@ fn requests_round_trip_through_tokio_mailboxes() {
 #[test]
 fn a_task_that_used_its_budget_still_receives() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let router = Kind::Tokio.router(1_000, 0);
-    let (tx, mailbox) = router.mailbox();
-    let id = ActorId::new();
-    router.register(id, tx).unwrap();
+    let (router, id, mailbox) = Kind::Tokio.registered(1_000, 0);
     for i in 0..1_000u64 {
         router.try_send(id, i.to_le_bytes().to_vec()).unwrap();
     }

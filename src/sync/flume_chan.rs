@@ -48,20 +48,11 @@ impl<T> Receiver<T> {
     }
 
     pub(crate) fn recv(&self) -> Result<T, RecvError> {
-        park::block_until(self.recv_async(), None).unwrap_or(Err(RecvError::Disconnected))
+        park::recv_until(self.recv_async(), None, || self.0.try_recv()).map_err(|_| RecvError::Disconnected)
     }
 
     pub(crate) fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        match park::block_until(self.recv_async(), Some(deadline)) {
-            Some(Ok(msg)) => Ok(msg),
-            Some(Err(RecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
-            // The future was dropped at the deadline; a message that came at the
-            // last moment is still in the queue.
-            None => self.0.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }),
-        }
+        park::recv_until(self.recv_async(), Some(deadline), || self.0.try_recv())
     }
 
     pub(crate) fn len(&self) -> usize {

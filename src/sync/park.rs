@@ -8,6 +8,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Instant;
 
+use flume::{RecvError, RecvTimeoutError, TryRecvError};
+
 struct Unpark(Thread);
 
 impl Wake for Unpark {
@@ -47,4 +49,25 @@ pub(crate) fn block_until<F: Future + Unpin>(mut fut: F, deadline: Option<Instan
             }
         }
     })
+}
+
+/// A blocking receive: waits on the receive future `fut` until `deadline` (`None`:
+/// no limit). At the deadline the future is dropped and the queue looked at once
+/// more with `try_recv`: a message that came at the last moment is still in it.
+pub(crate) fn recv_until<T, F>(
+    fut: F,
+    deadline: Option<Instant>,
+    try_recv: impl FnOnce() -> Result<T, TryRecvError>,
+) -> Result<T, RecvTimeoutError>
+where
+    F: Future<Output = Result<T, RecvError>> + Unpin,
+{
+    match block_until(fut, deadline) {
+        Some(Ok(msg)) => Ok(msg),
+        Some(Err(RecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
+        None => try_recv().map_err(|e| match e {
+            TryRecvError::Empty => RecvTimeoutError::Timeout,
+            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+        }),
+    }
 }

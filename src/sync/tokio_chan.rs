@@ -159,20 +159,11 @@ impl<T> Receiver<T> {
     }
 
     pub(crate) fn recv(&self) -> Result<T, RecvError> {
-        park::block_until(self.unbudgeted(), None).unwrap_or(Err(RecvError::Disconnected))
+        park::recv_until(self.unbudgeted(), None, || self.try_recv()).map_err(|_| RecvError::Disconnected)
     }
 
     pub(crate) fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        match park::block_until(self.unbudgeted(), Some(deadline)) {
-            Some(Ok(msg)) => Ok(msg),
-            Some(Err(RecvError::Disconnected)) => Err(RecvTimeoutError::Disconnected),
-            // Dropped at the deadline; a message that came at the last moment is
-            // still queued.
-            None => self.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }),
-        }
+        park::recv_until(self.unbudgeted(), Some(deadline), || self.try_recv())
     }
 
     /// A receive outside tokio's budget, for blocking receives: one called in a
