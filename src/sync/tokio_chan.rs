@@ -7,15 +7,17 @@
 //! that every receive takes (uncontended in the usual case of one actor task), and
 //! the waker slot is shared by this protocol, all of it under that mutex:
 //!
-//! * A future that must wait takes a key and counts itself in `waiting`.
-//! * **Alone** (`waiting == 1`), it hands its own waker to tokio. The waker is kept
-//!   in `direct` as well, so that the next receive of the same task can tell
+//! * A future that has to wait takes a key and counts itself in `waiting`.
+//! * **Alone** (no other future waits), a receive hands its own waker to tokio's
+//!   `poll_recv`, which does the rest as for tokio's own receiver. The waker is
+//!   kept in `direct` as well, so that the next receive of the same task can tell
 //!   (`will_wake`) that nothing needs cloning, and so that it can be moved onto the
 //!   relay if another future comes to wait.
-//! * **With others** (`waiting > 1`), each files its waker in the relay's list and
-//!   tokio holds the relay's waker, which wakes the whole list. The first future to
-//!   switch to the relay moves the direct waiter's waker onto the list, since
-//!   tokio forgets a waker it replaces without waking it.
+//! * **With others**, a receive first looks at the queue itself; if it must wait,
+//!   it files its waker in the relay's list and tokio holds the relay's waker, which
+//!   wakes the whole list. The first future to switch to the relay moves the direct
+//!   waiter's waker onto the list, since tokio forgets a waker it replaces without
+//!   waking it.
 //! * A future that completes, or is dropped, withdraws its key.
 //!
 //! tokio's `poll_recv` files the waker before its last look at the queue, so a
