@@ -17,7 +17,7 @@ use crate::message::{ActorMessage, ResponseFuture};
 use crate::router::Router;
 use crate::send_api::{into_payload, SendFuture};
 use crate::sync::{time, Arc};
-use crate::table::{Entry, Gate};
+use crate::table::Gate;
 
 /// Why [`Router::handle`] gave no handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +94,7 @@ impl Router {
         // Made under the table's read lock: a removal (write lock, then the
         // gate closed) either comes after and closes it, or came before and
         // the lookup fails.
-        let gate =
-            shard.shared.table.with(&who, (), |entry, ()| Entry::gate(entry)).map_err(|()| not_found())?;
+        let gate = shard.shared.table.with(&who, (), |entry, ()| entry.gate()).map_err(|()| not_found())?;
         let gate = gate.ok_or_else(not_found)?;
         Ok(ActorHandle { router: self.clone(), id, shard: shard.shared.index, gate })
     }
@@ -127,7 +126,7 @@ impl ActorHandle {
                 if inner.is_closed() {
                     return Err(SendError::new(SendErrorKind::Shutdown, msg));
                 }
-                route(entry, msg, shard, inner.overflow_bound, OnFull::Park)
+                route(Participant::Actor(self.id), entry, msg, shard, inner.overflow_bound, OnFull::Park)
             })
             .unwrap_or_else(|msg| Err(inner.gone(msg)))
     }
@@ -203,7 +202,9 @@ impl ActorHandle {
         };
         let Some(shard) = inner.shards.get(self.shard) else { return gone(data) };
         self.gate
-            .with(data, |entry, data| self.router.request_to(shard, entry, data, deadline))
+            .with(data, |entry, data| {
+                self.router.request_to(shard, Participant::Actor(self.id), entry, data, deadline)
+            })
             .unwrap_or_else(gone)
     }
 }

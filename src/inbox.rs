@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::delivery::ShardLoad;
 use crate::error::RequestError;
 use crate::fence;
+use crate::ids::Participant;
 use crate::message::ActorMessage;
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
 use crate::registration::MailboxState;
@@ -22,19 +23,23 @@ pub(crate) type DeadLetterSink = Arc<dyn Fn(DeadLetter) + Send + Sync>;
 pub(crate) enum Cmd {
     /// A message to deliver through the actor's overflow queue. The sender counted
     /// it in the actor's `in_flight` and the shard's `parked`.
-    Deliver { entry: Arc<Entry>, msg: ActorMessage },
+    /// It is for `who`'s registration `state`; the shard puts it into the
+    /// mailbox it finds registered there, if that is still `state`.
+    Deliver { who: Participant, state: Arc<MailboxState>, msg: ActorMessage },
     /// The actor's mailbox took a message while messages were in flight.
     Drain(Arc<MailboxState>),
     /// The actor was removed from the table; clean up what the shard holds for it.
     /// What was parked for it becomes dead letters with this reason.
-    Unregistered(Arc<Entry>, DeadLetterReason),
+    Unregistered(Arc<MailboxState>, DeadLetterReason),
     /// The actor was suspended: hold its queue (see `delivery`, invariant 7).
-    Suspend(Arc<Entry>),
+    Suspend(Participant, Arc<MailboxState>),
     /// The actor was resumed: drain its queue again.
-    Resume(Arc<Entry>),
+    Resume(Arc<MailboxState>),
     /// The actor's mailbox was replaced: move what the old one holds ahead of
     /// the new one's (see `delivery`, invariant 8).
-    Replace { old: Arc<Entry>, new: Arc<Entry> },
+    /// `old` is the entry taken out of the table (its mailbox stays open until
+    /// the shard has emptied it).
+    Replace { who: Participant, old: Entry, new: Arc<MailboxState> },
     /// A deadline earlier than the shard's planned wake-up was filed.
     Wake,
     /// A barrier: dropping the token (after everything queued before it) releases it.

@@ -212,7 +212,7 @@ impl Router {
         shard
             .shared
             .table
-            .with(&id, data, |entry, data| self.request_to(shard, entry, data, deadline))
+            .with(&id, data, |entry, data| self.request_to(shard, id, entry, data, deadline))
             .unwrap_or_else(|data| {
                 let error =
                     if inner.is_closed() { RequestError::Shutdown } else { RequestError::ActorNotFound };
@@ -220,12 +220,13 @@ impl Router {
             })
     }
 
-    /// [`start_request`](Self::start_request) to `entry`, found in `shard`'s
-    /// table or through a handle's gate, whose lock is held.
+    /// [`start_request`](Self::start_request) to `to`'s `entry`, found in
+    /// `shard`'s table or through a handle's gate, whose lock is held.
     pub(crate) fn request_to(
         &self,
         shard: &ShardHandle,
-        entry: &Arc<Entry>,
+        to: Participant,
+        entry: &Entry,
         data: Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<Arc<ReplySlot<Vec<u8>>>, RequestFailed> {
@@ -238,7 +239,7 @@ impl Router {
             return Err(RequestFailed::new(error, Some(data)));
         }
         let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
-        match route(entry, msg, shard, self.inner.overflow_bound, OnFull::Park) {
+        match route(to, entry, msg, shard, self.inner.overflow_bound, OnFull::Park) {
             Ok(()) => Ok(slot),
             Err(e) => {
                 // Resolve before the returned reply handle is dropped.

@@ -68,7 +68,7 @@ pub(crate) struct Inner {
     pub(crate) dead_letters: Option<DeadLetterSink>,
     /// Entries taken out of the tables at shutdown. Their mailbox senders are
     /// dropped only after the shards have stopped (see [`Owner::shutdown`]).
-    pub(crate) drained: Mutex<Vec<Arc<Entry>>>,
+    pub(crate) drained: Mutex<Vec<Entry>>,
     /// The cluster this router joined, if any.
     pub(crate) cluster: std::sync::OnceLock<std::sync::Arc<dyn ClusterHook>>,
 }
@@ -103,7 +103,7 @@ impl Inner {
                 if self.is_closed() {
                     return Err(SendError::new(SendErrorKind::Shutdown, msg));
                 }
-                route(entry, msg, shard, bound, OnFull::Park)
+                route(to, entry, msg, shard, bound, OnFull::Park)
             })
             .unwrap_or_else(|msg| {
                 let kind =
@@ -131,16 +131,18 @@ impl Inner {
         shard
             .shared
             .table
-            .with(&to, msg, |entry, msg| self.route_or_wait_to(shard, entry, msg, bound, waker, waiting))
+            .with(&to, msg, |entry, msg| self.route_or_wait_to(shard, to, entry, msg, bound, waker, waiting))
             .unwrap_or_else(|msg| Err(Routed::Failed(self.gone(msg))))
     }
 
-    /// [`route_or_wait`](Self::route_or_wait) to `entry`, found in `shard`'s
-    /// table or through a handle's gate, whose lock is held.
+    /// [`route_or_wait`](Self::route_or_wait) to `to`'s `entry`, found in
+    /// `shard`'s table or through a handle's gate, whose lock is held.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn route_or_wait_to(
         &self,
         shard: &ShardHandle,
-        entry: &Arc<Entry>,
+        to: Participant,
+        entry: &Entry,
         mut msg: ActorMessage,
         bound: usize,
         waker: &Waker,
@@ -150,7 +152,7 @@ impl Inner {
             if self.is_closed() {
                 return Err(Routed::Failed(SendError::new(SendErrorKind::Shutdown, msg)));
             }
-            let refused = match route(entry, msg, shard, bound, OnFull::Wait) {
+            let refused = match route(to, entry, msg, shard, bound, OnFull::Wait) {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -213,7 +215,7 @@ impl Inner {
         // Linked before the insert: once sends can reach the mailbox, its
         // receiver must be able to tell the shard that room appeared.
         state.link(who, registrar(this));
-        let entry = Arc::new(Entry::new(who, mailbox));
+        let entry = Entry::new(mailbox);
         let key = entry.key();
         if shard.shared.table.insert_new(who, entry).is_err() {
             state.reset_link();
@@ -260,7 +262,7 @@ impl Inner {
     pub(crate) fn remove(
         &self,
         who: Participant,
-        is_current: impl FnOnce(&Arc<Entry>) -> bool,
+        is_current: impl FnOnce(&Entry) -> bool,
         reason: DeadLetterReason,
     ) -> Result<(), ()> {
         let shard = self.shard(&who);
@@ -269,7 +271,7 @@ impl Inner {
         if let Some(gate) = entry.existing_gate() {
             gate.close();
         }
-        let state = &entry.state;
+        let Entry { state, .. } = &entry;
         state.unlink(RequestError::ActorNotFound);
         // Senders waiting for room try again, and find the actor gone.
         state.flow.waiters.wake_all();
@@ -281,8 +283,11 @@ impl Inner {
         // Table readers are done with the entry (the removal took the write lock),
         // so these counts can only fall from here.
         if state.flow.has_in_flight() || state.may_have_requests() {
-            let _ = shard.cmd.send(Cmd::Unregistered(entry, reason));
+            let _ = shard.cmd.send(Cmd::Unregistered(Arc::clone(state), reason));
         }
+        // The table's sender goes with the entry (the gate's went as it closed):
+        // once the mailbox is emptied, its receivers find it disconnected.
+        drop(entry);
         tracing::trace!(participant = %who, shard = shard.shared.index, "unregistered");
         if let (Participant::Actor(id), Some(cluster)) = (who, self.cluster.get()) {
             cluster.unregistered(id);
@@ -306,7 +311,7 @@ impl Inner {
     fn with_slot<R>(
         &self,
         who: Participant,
-        f: impl FnOnce(&ShardHandle, &mut Arc<Entry>, Option<&mut Door>) -> Result<R, Halt>,
+        f: impl FnOnce(&ShardHandle, &mut Entry, Option<&mut Door>) -> Result<R, Halt>,
     ) -> Result<R, Halt> {
         let shard = self.shard(&who);
         shard
@@ -332,7 +337,7 @@ impl Inner {
             if !entry.state.flow.suspend() {
                 return Ok(false);
             }
-            if shard.cmd.send(Cmd::Suspend(Arc::clone(entry))).is_err() {
+            if shard.cmd.send(Cmd::Suspend(who, Arc::clone(&entry.state))).is_err() {
                 entry.state.flow.resume();
                 return Err(if shard.shared.is_failed() { Halt::ShardFailed } else { Halt::Shutdown });
             }
@@ -348,7 +353,7 @@ impl Inner {
                 return Ok(false);
             }
             // A failed shard holds nothing any more (it let go of its queues).
-            let _ = shard.cmd.send(Cmd::Resume(Arc::clone(entry)));
+            let _ = shard.cmd.send(Cmd::Resume(Arc::clone(&entry.state)));
             Ok(true)
         })
     }
@@ -369,33 +374,36 @@ impl Inner {
         // Linked before the swap, as at registration: once sends can reach the
         // mailbox, its receiver must be able to tell the shard of room.
         state.link(who, registrar(this));
-        let new = Arc::new(Entry::new(who, mailbox));
+        let new = Entry::new(mailbox);
         let swapped = this.with_slot(who, |shard, slot, door| {
             if shard.shared.is_failed() {
                 return Err(Halt::ShardFailed);
             }
-            let old = Arc::clone(slot);
+            let new_state = Arc::clone(&new.state);
             // Every send to the new entry goes through the shard until the
             // move is over; the old one's suspension carries over.
-            new.state.flow.begin_move(old.state.flow.is_suspended());
-            // Before the swap: the shard, finding `old` no longer in the
-            // table, must know to keep its messages for the move.
-            old.set_replaced(true);
-            *slot = Arc::clone(&new);
-            // Posted under the lock: ahead of any message sent to `new`.
-            let replace = Cmd::Replace { old: Arc::clone(&old), new: Arc::clone(&new) };
+            new_state.flow.begin_move(slot.state.flow.is_suspended());
+            let old = std::mem::replace(slot, new);
+            let old_state = Arc::clone(&old.state);
+            // Posted under the lock: ahead of any message sent to `new`. The
+            // shard, finding `old` no longer in the table, keeps its messages
+            // for the move: the hand-over below marks it replaced before the
+            // lock is let go.
+            let replace = Cmd::Replace { who, old: old.clone(), new: Arc::clone(&new_state) };
             if shard.cmd.send(replace).is_err() {
-                old.set_replaced(false);
                 *slot = old;
                 return Err(Halt::ShardFailed);
             }
+            drop(old);
             // Handles of the old registration follow it to the new mailbox.
-            if let (Some(door), Some(gate)) = (door, Entry::gate(&new)) {
-                *door = Door::Moved(gate);
+            if let Some(door) = door {
+                if let Some(gate) = slot.gate() {
+                    *door = Door::Moved(gate);
+                }
             }
-            old.state.hand_over_to(&new.state);
+            old_state.hand_over_to(&new_state);
             // Senders waiting on the old flow try again, on the new entry.
-            old.state.flow.waiters.wake_all();
+            old_state.flow.waiters.wake_all();
             Ok(())
         });
         if let Err(halt) = swapped {
@@ -484,7 +492,7 @@ impl Registrar for Inner {
     /// The last receiving half of `who`'s mailbox was dropped: the actor can take
     /// nothing more, so it is unregistered (if `state` is still its registration).
     fn mailbox_dropped(&self, who: Participant, state: &Arc<MailboxState>) {
-        let current = |entry: &Arc<Entry>| Arc::ptr_eq(&entry.state, state);
+        let current = |entry: &Entry| entry.is(state);
         if self.remove(who, current, DeadLetterReason::MailboxClosed).is_ok() {
             tracing::warn!(participant = %who, "mailbox dropped while registered: unregistered");
         }

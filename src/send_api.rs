@@ -305,7 +305,7 @@ impl Future for SendFuture<'_> {
             Some(gate) => {
                 let (shard, waiting) = (inner.shard(&this.to), &mut this.waiting);
                 gate.with(msg, |entry, msg| {
-                    inner.route_or_wait_to(shard, entry, msg, bound, cx.waker(), waiting)
+                    inner.route_or_wait_to(shard, this.to, entry, msg, bound, cx.waker(), waiting)
                 })
                 .unwrap_or_else(|msg| Err(Routed::Failed(inner.gone(msg))))
             }

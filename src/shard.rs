@@ -22,8 +22,9 @@ use crate::error::RequestError;
 use crate::fence;
 use crate::inbox::{Cmd, DeadLetterSink, ShardHandle, Shared};
 use crate::metrics::DeadLetterReason;
+use crate::registration::MailboxState;
 use crate::sync::{queue, time, Arc, Ordering};
-use crate::table::Entry;
+use crate::table;
 use crate::timers::{Filed, Pending};
 
 /// Quiet timer periods after which an idle shard stops waking periodically.
@@ -152,15 +153,15 @@ impl Shard {
     /// Handles one command; `false` means stop.
     fn handle(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Deliver { entry, msg } => self.overflow.deliver(entry, msg),
+            Cmd::Deliver { who, state, msg } => self.overflow.deliver(who, state, msg),
             Cmd::Drain(state) => {
                 state.flow.drain_taken();
-                self.overflow.drain(Arc::as_ptr(&state) as usize);
+                self.overflow.drain(table::key(&state));
             }
-            Cmd::Unregistered(entry, reason) => self.unregistered(&entry, reason),
-            Cmd::Suspend(entry) => self.overflow.suspend(entry),
-            Cmd::Resume(entry) => self.overflow.resume(&entry),
-            Cmd::Replace { old, new } => self.overflow.replace(&old, new),
+            Cmd::Unregistered(state, reason) => self.unregistered(&state, reason),
+            Cmd::Suspend(who, state) => self.overflow.suspend(who, state),
+            Cmd::Resume(state) => self.overflow.resume(&state),
+            Cmd::Replace { who, old, new } => self.overflow.replace(who, &old, new),
             Cmd::Wake => self.sweep(),
             Cmd::Flush(token) => {
                 // A barrier also settles the timer bookkeeping, so that what it
@@ -197,15 +198,15 @@ impl Shard {
     fn serve_failed(&mut self) {
         while let Ok(cmd) = self.rx.recv() {
             match cmd {
-                Cmd::Deliver { entry, msg } => {
-                    self.overflow.undeliverable(&entry, msg, DeadLetterReason::ShardFailed);
+                Cmd::Deliver { who, state, msg } => {
+                    self.overflow.undeliverable(who, &state, msg, DeadLetterReason::ShardFailed);
                 }
                 Cmd::Drain(state) => state.flow.drain_taken(),
                 // The move still happens (into the new mailbox while it has
                 // room; what is left is dead-lettered when the shard stops), so
                 // that the replacement's flow leaves its moving state.
-                Cmd::Replace { old, new } => self.overflow.replace(&old, new),
-                Cmd::Suspend(_) | Cmd::Resume(_) => {}
+                Cmd::Replace { who, old, new } => self.overflow.replace(who, &old, new),
+                Cmd::Suspend(..) | Cmd::Resume(_) => {}
                 Cmd::Shutdown => return,
                 Cmd::Unregistered(..) | Cmd::Wake | Cmd::Flush(_) => {}
                 #[cfg(test)]
@@ -214,13 +215,13 @@ impl Shard {
         }
     }
 
-    fn unregistered(&mut self, entry: &Arc<Entry>, reason: DeadLetterReason) {
-        self.overflow.unregistered(entry, reason);
+    fn unregistered(&mut self, state: &Arc<MailboxState>, reason: DeadLetterReason) {
+        self.overflow.unregistered(state, reason);
         self.take_filed();
         // One pass over the heap per unregistration that left requests
         // unanswered; it also drops answered deadlines on the way.
         self.heap.retain(|filed| {
-            if filed.pending.targets(&entry.state) {
+            if filed.pending.targets(state) {
                 filed.pending.resolve(RequestError::ActorNotFound);
                 false
             } else {
@@ -321,12 +322,12 @@ impl Shard {
         let filed = self.shared.timers.close(RequestError::Shutdown);
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
-                Cmd::Deliver { entry, msg } => {
-                    self.overflow.undeliverable(&entry, msg, DeadLetterReason::Shutdown);
+                Cmd::Deliver { who, state, msg } => {
+                    self.overflow.undeliverable(who, &state, msg, DeadLetterReason::Shutdown);
                 }
                 Cmd::Drain(_)
                 | Cmd::Unregistered(..)
-                | Cmd::Suspend(_)
+                | Cmd::Suspend(..)
                 | Cmd::Resume(_)
                 | Cmd::Replace { .. }
                 | Cmd::Wake

@@ -20,22 +20,25 @@ use crate::ids::Participant;
 use crate::mailbox::MailboxSender;
 use crate::message::ActorMessage;
 use crate::registration::MailboxState;
-use crate::sync::{chan, map::ConcurrentMap, Arc, AtomicBool, Ordering, RwLock};
+use crate::sync::{chan, map::ConcurrentMap, Arc, RwLock};
 
-/// One table partition.
-pub(crate) type Table = ConcurrentMap<Participant, Arc<Entry>>;
+/// One table partition. The entries live in the map's own buckets: a send reads
+/// the mailbox's sender beside its key and goes from there to the registration
+/// (its in-flight count) and the queue, with no allocation of the table's own
+/// between them.
+pub(crate) type Table = ConcurrentMap<Participant, Entry>;
 
-/// A registered actor.
+/// A registered actor: its mailbox's two ends and its registration. Cloned
+/// only where the mailbox must be reached outside the table: a handle's gate,
+/// a replaced mailbox on its way to the shard, the entries held until shutdown
+/// ends. The mailbox disconnects when the last clone goes.
+#[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) id: Participant,
     pub(crate) tx: chan::Sender<ActorMessage>,
     /// A receiving handle of the mailbox, used only by the shard to move what is
     /// left in it when the mailbox is replaced.
     pub(crate) rx: chan::Receiver<ActorMessage>,
     pub(crate) state: Arc<MailboxState>,
-    /// Set (under the table's write lock) when another entry took this one's
-    /// place with a new mailbox (see `delivery`, invariant 8).
-    replaced: AtomicBool,
 }
 
 /// The outcome of one attempt to put a message into a mailbox.
@@ -46,22 +49,18 @@ pub(crate) enum Attempt {
 }
 
 impl Entry {
-    pub(crate) fn new(id: Participant, mailbox: MailboxSender) -> Self {
-        Self { id, tx: mailbox.tx, rx: mailbox.rx, state: mailbox.state, replaced: AtomicBool::new(false) }
-    }
-
-    /// `true` once a replacement took this entry's place.
-    pub(crate) fn is_replaced(&self) -> bool {
-        self.replaced.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn set_replaced(&self, replaced: bool) {
-        self.replaced.store(replaced, Ordering::SeqCst);
+    pub(crate) fn new(mailbox: MailboxSender) -> Self {
+        Self { tx: mailbox.tx, rx: mailbox.rx, state: mailbox.state }
     }
 
     /// A key for this registration, distinct from every other live registration.
     pub(crate) fn key(&self) -> usize {
-        Arc::as_ptr(&self.state) as usize
+        key(&self.state)
+    }
+
+    /// `true` if this entry is the registration `state`.
+    pub(crate) fn is(&self, state: &Arc<MailboxState>) -> bool {
+        Arc::ptr_eq(&self.state, state)
     }
 
     pub(crate) fn try_put(&self, msg: ActorMessage) -> Attempt {
@@ -73,6 +72,11 @@ impl Entry {
     }
 }
 
+/// The key of registration `state` (see [`Entry::key`]).
+pub(crate) fn key(state: &Arc<MailboxState>) -> usize {
+    Arc::as_ptr(state) as usize
+}
+
 /// Where a registration's handles reach its entry (see the module docs). Made
 /// with the first handle; the table's rules then apply to it too.
 pub(crate) struct Gate {
@@ -82,7 +86,7 @@ pub(crate) struct Gate {
 /// What a handle finds behind the gate.
 pub(crate) enum Door {
     /// The registration's entry, registered.
-    Open(Arc<Entry>),
+    Open(Entry),
     /// The mailbox was replaced: the registration goes on behind this gate.
     Moved(Arc<Gate>),
     /// The registration ended (unregistered, the mailbox dropped, shutdown).
@@ -93,7 +97,7 @@ impl Gate {
     /// Runs `f` on the entry the gate leads to under its read lock (following
     /// the moves of replaced mailboxes), passing `arg` along; hands `arg` back if
     /// the registration ended.
-    pub(crate) fn with<A, R>(&self, arg: A, f: impl FnOnce(&Arc<Entry>, A) -> R) -> Result<R, A> {
+    pub(crate) fn with<A, R>(&self, arg: A, f: impl FnOnce(&Entry, A) -> R) -> Result<R, A> {
         let mut next: Option<Arc<Gate>> = None;
         loop {
             let gate = next.as_deref().unwrap_or(self);
@@ -133,8 +137,8 @@ impl Entry {
     /// The gate of this entry's registration, made on the first call. Called with
     /// the entry in the table (under its read or write lock), so a removal, which
     /// takes the write lock and then closes the gate, cannot miss it.
-    pub(crate) fn gate(this: &Arc<Self>) -> Option<Arc<Gate>> {
-        this.state.gate_or_insert_with(|| Arc::new(Gate { door: RwLock::new(Door::Open(Arc::clone(this))) }))
+    pub(crate) fn gate(&self) -> Option<Arc<Gate>> {
+        self.state.gate_or_insert_with(|| Arc::new(Gate { door: RwLock::new(Door::Open(self.clone())) }))
     }
 
     /// The gate of this entry's registration, if a handle made one.

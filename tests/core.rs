@@ -574,6 +574,12 @@ fn a_dead_letter_sink_may_drop_the_last_router_handle_on_a_shard_thread() {
     }
     assert_eq!(rx.recv_timeout(LONG).unwrap().data(), [0]);
     assert_eq!(rx.recv_timeout(LONG).unwrap_err(), TryRecvError::Disconnected);
+    // The parked message becomes a dead letter on the shard thread, after the
+    // unregistration returned; its sink takes the last handle.
+    let start = std::time::Instant::now();
+    while holder.lock().unwrap().is_some() && start.elapsed() < LONG {
+        thread::sleep(Duration::from_millis(1));
+    }
     if cfg!(target_os = "linux") {
         let start = std::time::Instant::now();
         while live_threads_named("srt-sink") > 0 && start.elapsed() < LONG {

@@ -8,15 +8,18 @@
 use std::collections::VecDeque;
 
 use crate::error::RequestError;
+use crate::ids::Participant;
 use crate::inbox::{deliver_dead_letter, DeadLetterSink, Shared};
 use crate::message::ActorMessage;
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
+use crate::registration::MailboxState;
 use crate::sync::{Arc, HashMap, Ordering};
-use crate::table::{Attempt, Entry};
+use crate::table::{self, Attempt, Entry};
 
-/// One actor's parked messages.
+/// One actor's parked messages, for its registration `state` as `who`.
 struct Queue {
-    entry: Arc<Entry>,
+    who: Participant,
+    state: Arc<MailboxState>,
     messages: VecDeque<ActorMessage>,
     /// Not drained: the actor is suspended (invariant 7), or its mailbox was
     /// replaced and the queue waits to be moved (invariant 8). A held queue is
@@ -24,7 +27,7 @@ struct Queue {
     held: bool,
 }
 
-/// A shard's overflow queues, keyed by registration ([`Entry::key`]).
+/// A shard's overflow queues, keyed by registration ([`table::key`]).
 pub(crate) struct Overflow {
     shared: Arc<Shared>,
     dead_letters: Option<DeadLetterSink>,
@@ -40,60 +43,59 @@ impl Overflow {
 
     /// A message posted by a sender (`Cmd::Deliver`): behind what is parked for
     /// the actor, or into its mailbox if nothing is.
-    pub(crate) fn deliver(&mut self, entry: Arc<Entry>, msg: ActorMessage) {
-        let key = entry.key();
+    pub(crate) fn deliver(&mut self, who: Participant, state: Arc<MailboxState>, msg: ActorMessage) {
+        let key = table::key(&state);
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.messages.push_back(msg);
             self.depth += 1;
             self.drain(key);
             return;
         }
-        match self.attempt(&entry, msg) {
-            Ok(Attempt::Delivered) => self.delivered(&entry),
+        match self.attempt(who, &state, msg) {
+            Ok(Attempt::Delivered) => self.delivered(&state),
             Ok(Attempt::Full(msg)) => {
-                tracing::debug!(actor = %entry.id, shard = self.shared.index, "mailbox full: parking messages");
-                self.park(entry, msg, false);
+                tracing::debug!(actor = %who, shard = self.shared.index, "mailbox full: parking messages");
+                self.park(who, state, msg, false);
             }
-            Ok(Attempt::Closed(msg)) => self.undeliverable(&entry, msg, DeadLetterReason::MailboxClosed),
+            Ok(Attempt::Closed(msg)) => self.undeliverable(who, &state, msg, DeadLetterReason::MailboxClosed),
             // Sent to a mailbox that has just been replaced: it waits for the
             // `Replace` behind it, which moves it to the new mailbox.
-            Err(msg) if entry.is_replaced() => self.park(entry, msg, true),
+            Err(msg) if state.is_replaced() => self.park(who, state, msg, true),
             Err(msg) => {
                 let reason = self.gone_reason();
-                self.undeliverable(&entry, msg, reason);
+                self.undeliverable(who, &state, msg, reason);
             }
         }
     }
 
-    /// Starts a queue for `entry` with `msg`.
-    fn park(&mut self, entry: Arc<Entry>, msg: ActorMessage, held: bool) {
-        self.queues.insert(entry.key(), Queue { entry, messages: VecDeque::from([msg]), held });
+    /// Starts a queue for registration `state` with `msg`.
+    fn park(&mut self, who: Participant, state: Arc<MailboxState>, msg: ActorMessage, held: bool) {
+        self.queues.insert(table::key(&state), Queue { who, state, messages: VecDeque::from([msg]), held });
         self.depth += 1;
         self.publish_depth();
     }
 
-    /// The actor of `entry` is suspended: its queue is held (invariant 7).
-    pub(crate) fn suspend(&mut self, entry: Arc<Entry>) {
-        let key = entry.key();
+    /// The actor `who` of `state` is suspended: its queue is held (invariant 7).
+    pub(crate) fn suspend(&mut self, who: Participant, state: Arc<MailboxState>) {
         self.queues
-            .entry(key)
-            .or_insert_with(|| Queue { entry, messages: VecDeque::new(), held: false })
+            .entry(table::key(&state))
+            .or_insert_with(|| Queue { who, state, messages: VecDeque::new(), held: false })
             .held = true;
     }
 
-    /// The actor of `entry` is resumed: its queue drains again, in order.
-    pub(crate) fn resume(&mut self, entry: &Entry) {
-        let key = entry.key();
+    /// The actor of `state` is resumed: its queue drains again, in order.
+    pub(crate) fn resume(&mut self, state: &Arc<MailboxState>) {
+        let key = table::key(state);
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.held = false;
             self.drain(key);
         }
     }
 
-    /// The mailbox of `old` was replaced by that of `new` (invariant 8): what
-    /// is left in the old mailbox, then the old queue, go to the head of the new
-    /// queue, and the move is over.
-    pub(crate) fn replace(&mut self, old: &Entry, new: Arc<Entry>) {
+    /// The mailbox of `old` was replaced by that of registration `new` of `who`
+    /// (invariant 8): what is left in the old mailbox, then the old queue, go to
+    /// the head of the new queue, and the move is over.
+    pub(crate) fn replace(&mut self, who: Participant, old: &Entry, new: Arc<MailboxState>) {
         let mut messages = VecDeque::new();
         while let Ok(msg) = old.rx.try_recv() {
             messages.push_back(msg);
@@ -109,15 +111,15 @@ impl Overflow {
         old.state.flow.moved_away(from_queue);
         self.depth += from_mailbox;
         let moved = messages.len();
-        let key = new.key();
-        let mut held = new.state.flow.is_suspended();
+        let key = table::key(&new);
+        let mut held = new.flow.is_suspended();
         if let Some(queue) = self.queues.remove(&key) {
             held |= queue.held;
             messages.extend(queue.messages);
         }
-        tracing::debug!(actor = %new.id, shard = self.shared.index, moved, "mailbox replaced");
-        self.queues.insert(key, Queue { entry: Arc::clone(&new), messages, held });
-        new.state.flow.end_move(moved);
+        tracing::debug!(actor = %who, shard = self.shared.index, moved, "mailbox replaced");
+        new.flow.end_move(moved);
+        self.queues.insert(key, Queue { who, state: new, messages, held });
         self.drain(key);
     }
 
@@ -132,10 +134,10 @@ impl Overflow {
         }
         let mut stopped = None;
         while let Some(msg) = queue.messages.pop_front() {
-            match self.attempt(&queue.entry, msg) {
+            match self.attempt(queue.who, &queue.state, msg) {
                 Ok(Attempt::Delivered) => {
                     self.depth -= 1;
-                    self.delivered(&queue.entry);
+                    self.delivered(&queue.state);
                 }
                 Ok(Attempt::Full(msg)) => {
                     queue.messages.push_front(msg);
@@ -148,7 +150,7 @@ impl Overflow {
                 }
                 Err(msg) => {
                     queue.messages.push_front(msg);
-                    if queue.entry.is_replaced() {
+                    if queue.state.is_replaced() {
                         queue.held = true;
                     } else {
                         stopped = Some(self.gone_reason());
@@ -167,11 +169,11 @@ impl Overflow {
         self.publish_depth();
     }
 
-    /// The actor of `entry` was unregistered: what is parked for it becomes dead
-    /// letters with `reason` (requests and opens among them resolve, with their
-    /// payload).
-    pub(crate) fn unregistered(&mut self, entry: &Entry, reason: DeadLetterReason) {
-        if let Some(queue) = self.queues.remove(&entry.key()) {
+    /// The actor of registration `state` was unregistered: what is parked for it
+    /// becomes dead letters with `reason` (requests and opens among them resolve,
+    /// with their payload).
+    pub(crate) fn unregistered(&mut self, state: &Arc<MailboxState>, reason: DeadLetterReason) {
+        if let Some(queue) = self.queues.remove(&table::key(state)) {
             self.discard(queue, reason);
             self.publish_depth();
         }
@@ -189,7 +191,13 @@ impl Overflow {
     /// A message that cannot be delivered: requests and opens get an outcome
     /// (with their payload back), one-way messages become dead letters. Either
     /// way it is settled (invariant 1).
-    pub(crate) fn undeliverable(&self, entry: &Entry, msg: ActorMessage, reason: DeadLetterReason) {
+    pub(crate) fn undeliverable(
+        &self,
+        who: Participant,
+        state: &MailboxState,
+        msg: ActorMessage,
+        reason: DeadLetterReason,
+    ) {
         let outcome = match reason {
             DeadLetterReason::Shutdown => RequestError::Shutdown,
             DeadLetterReason::MailboxClosed => RequestError::MailboxClosed,
@@ -200,27 +208,26 @@ impl Overflow {
         };
         let channel_id = msg.channel_id();
         if let Some(data) = msg.undeliverable(outcome) {
-            let letter = DeadLetter { target: entry.id, channel_id, data, reason };
+            let letter = DeadLetter { target: who, channel_id, data, reason };
             deliver_dead_letter(&self.shared.counters, self.dead_letters.as_ref(), letter);
         }
-        self.shared.load.settled(&entry.state.flow);
+        self.shared.load.settled(&state.flow);
     }
 
-    /// Puts `msg` into the mailbox under the table's read lock, if `entry` is
-    /// still the registered one (invariant 3).
-    fn attempt(&self, entry: &Arc<Entry>, msg: ActorMessage) -> Result<Attempt, ActorMessage> {
+    /// Puts `msg` into the mailbox under the table's read lock, if `who` is
+    /// still registered as `state` (invariant 3).
+    fn attempt(
+        &self,
+        who: Participant,
+        state: &Arc<MailboxState>,
+        msg: ActorMessage,
+    ) -> Result<Attempt, ActorMessage> {
         self.shared
             .table
             .with(
-                &entry.id,
+                &who,
                 msg,
-                |current, msg| {
-                    if Arc::ptr_eq(current, entry) {
-                        Ok(entry.try_put(msg))
-                    } else {
-                        Err(msg)
-                    }
-                },
+                |current, msg| if current.is(state) { Ok(current.try_put(msg)) } else { Err(msg) },
             )
             .and_then(|r| r)
     }
@@ -233,16 +240,16 @@ impl Overflow {
         }
     }
 
-    fn delivered(&self, entry: &Entry) {
+    fn delivered(&self, state: &MailboxState) {
         Counters::bump(&self.shared.counters.delivered_overflow);
-        self.shared.load.settled(&entry.state.flow);
+        self.shared.load.settled(&state.flow);
     }
 
     /// Every parked message of one actor is undeliverable.
     fn discard(&mut self, queue: Queue, reason: DeadLetterReason) {
         self.depth -= queue.messages.len();
         for msg in queue.messages {
-            self.undeliverable(&queue.entry, msg, reason);
+            self.undeliverable(queue.who, &queue.state, msg, reason);
         }
     }
 

@@ -2,6 +2,7 @@
 //! shard.
 
 use crate::error::{SendError, SendErrorKind};
+use crate::ids::Participant;
 use crate::inbox::{Cmd, ShardHandle};
 use crate::message::ActorMessage;
 use crate::metrics::Counters;
@@ -24,7 +25,7 @@ pub(crate) enum OnFull {
     Wait,
 }
 
-/// Routes `msg` to the actor of `entry`. Called with the table's read lock for
+/// Routes `msg` to `who`, registered as `entry`. Called with the table's read lock for
 /// the entry held (invariant 3).
 ///
 /// Fast path: nothing of the actor's is in flight, so the message goes straight
@@ -36,7 +37,8 @@ pub(crate) enum OnFull {
 /// for this actor (`MailboxFull`), and the shard's cap for all its actors together
 /// (`ShardFull`). A failed shard refuses the slow path (`ShardFailed`).
 pub(crate) fn route(
-    entry: &Arc<Entry>,
+    who: Participant,
+    entry: &Entry,
     msg: ActorMessage,
     shard: &ShardHandle,
     bound: usize,
@@ -70,13 +72,13 @@ pub(crate) fn route(
             Refusal::MailboxFull => SendErrorKind::MailboxFull,
             Refusal::ShardFull => SendErrorKind::ShardFull,
         };
-        tracing::debug!(participant = %entry.id, shard = shared.index, ?kind, "message refused");
+        tracing::debug!(participant = %who, shard = shared.index, ?kind, "message refused");
         return Err(SendError::new(kind, msg));
     }
     // The only command posted here is a `Deliver`, so that is all a failed post
     // can hand back.
     if let Err(queue::SendError(Cmd::Deliver { msg, .. })) =
-        shard.cmd.send(Cmd::Deliver { entry: Arc::clone(entry), msg })
+        shard.cmd.send(Cmd::Deliver { who, state: Arc::clone(&entry.state), msg })
     {
         shared.load.unadmit(flow);
         let kind = if shared.is_failed() { SendErrorKind::ShardFailed } else { SendErrorKind::Shutdown };
