@@ -51,6 +51,8 @@ pub(crate) struct Shard {
     /// Deadlines, earliest on top. Answered ones are dropped lazily: popped when
     /// they reach the top, or at a compaction.
     heap: BinaryHeap<Filed>,
+    /// The buffer the next filings go into after a take (see `Timers::take_into`).
+    fresh: Vec<(Pending, Option<Instant>)>,
     next_seq: u64,
     /// Deadlines alive after the last compaction, and when the next is due.
     live_after_compaction: usize,
@@ -68,6 +70,7 @@ impl Shard {
             resolution,
             overflow: Overflow::new(Arc::clone(&handle.shared), dead_letters),
             heap: BinaryHeap::new(),
+            fresh: Vec::new(),
             next_seq: 0,
             live_after_compaction: 0,
             next_compaction: None,
@@ -238,17 +241,20 @@ impl Shard {
 
     /// Moves newly filed deadlines into the heap; `false` if there were none.
     fn take_filed(&mut self) -> bool {
-        let fresh = self.shared.timers.take();
+        let mut fresh = std::mem::take(&mut self.fresh);
+        self.shared.timers.take_into(&mut fresh);
         if fresh.is_empty() {
+            self.fresh = fresh;
             return false;
         }
         let timers = &self.shared.timers;
-        for (pending, deadline) in fresh {
+        for (pending, deadline) in fresh.drain(..) {
             let at = deadline.map_or(u64::MAX, |d| timers.nanos(d));
             let key = (u128::from(at) << 64) | u128::from(self.next_seq);
             self.heap.push(Filed { pending, deadline, key });
             self.next_seq += 1;
         }
+        self.fresh = fresh;
         if self.next_compaction.is_none() {
             self.next_compaction = time::now().checked_add(COMPACTION_PERIOD);
         }

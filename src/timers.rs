@@ -132,8 +132,13 @@ impl Timers {
         Ok(at < self.next_wake.load(Ordering::SeqCst) && at < self.next_wake.fetch_min(at, Ordering::SeqCst))
     }
 
-    pub(crate) fn take(&self) -> Vec<(Pending, Option<Instant>)> {
-        std::mem::take(&mut self.inbox.lock().filed)
+    /// Swaps what was filed into `spare`, which must be empty, and leaves
+    /// `spare`'s buffer for the next filings: the shard hands the same two
+    /// buffers back and forth, so filing a deadline does not allocate once they
+    /// have grown to the load.
+    pub(crate) fn take_into(&self, spare: &mut Vec<(Pending, Option<Instant>)>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.inbox.lock().filed, spare);
     }
 
     /// Stops taking deadlines (later filings fail with `reason`) and returns what
