@@ -196,13 +196,23 @@ impl Flow {
     /// pending; the senders waiting on the in-flight count are woken as the
     /// shard settles what it moves. Otherwise the room is for senders, and those
     /// waiting for it are woken.
+    ///
+    /// Inlined into every receive: the usual case (nothing in flight, nobody
+    /// waiting) is two loads; the rest lives out of line.
+    #[inline]
     pub(crate) fn took_one(&self, post_drain: impl FnOnce() -> bool) {
         if self.has_in_flight() {
-            if !self.drain_signaled.swap(true, Ordering::SeqCst) && !post_drain() {
-                self.drain_signaled.store(false, Ordering::SeqCst);
-            }
+            self.signal_drain(post_drain);
         } else {
             self.waiters.wake_all();
+        }
+    }
+
+    /// Posts a `Drain` notice unless one is pending (invariant 4).
+    #[inline(never)]
+    fn signal_drain(&self, post_drain: impl FnOnce() -> bool) {
+        if !self.drain_signaled.swap(true, Ordering::SeqCst) && !post_drain() {
+            self.drain_signaled.store(false, Ordering::SeqCst);
         }
     }
 
@@ -326,11 +336,19 @@ impl WaitList {
         }
     }
 
-    /// Wakes and forgets every registration. One load when nobody waits.
+    /// Wakes and forgets every registration. One load when nobody waits, inlined
+    /// into the caller (the receive path calls this on every take).
+    #[inline]
     pub(crate) fn wake_all(&self) {
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            return;
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            self.wake_registered();
         }
+    }
+
+    /// [`wake_all`](Self::wake_all) when someone may be waiting.
+    #[cold]
+    #[inline(never)]
+    fn wake_registered(&self) {
         let wakers = {
             let mut list = self.list.lock();
             let Some(waiters) = list.as_mut() else { return };
