@@ -223,11 +223,12 @@ impl<T> Future for RecvFut<'_, T> {
         // Alone: tokio holds this future's own waker, and its `poll_recv` does the
         // rest (a unit of budget, a look at the queue before and after filing the
         // waker).
-        let direct = match &mut inner.direct {
-            Some(w) if w.will_wake(cx.waker()) => w,
-            slot => slot.insert(cx.waker().clone()),
+        let polled = match &mut inner.direct {
+            // Tokio is handed the same waker as before: the caller's context
+            // will do.
+            Some(w) if w.will_wake(cx.waker()) => inner.rx.poll_recv(cx),
+            slot => inner.rx.poll_recv(&mut Context::from_waker(slot.insert(cx.waker().clone()))),
         };
-        let polled = inner.rx.poll_recv(&mut Context::from_waker(direct));
         if inner.relaying {
             // Tokio now holds the direct waker, not the relay's.
             leave_relay(this.key, shared, inner);
