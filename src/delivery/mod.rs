@@ -89,16 +89,20 @@ const MOVING: usize = 1 << (usize::BITS - 2);
 const COUNT: usize = MOVING - 1;
 
 /// One actor's part in the protocol, kept in its registration's state.
+///
+/// Laid out so that what a receive reads (`in_flight`, then `waiters.waiting`)
+/// is the first 16 bytes of a 16-aligned value: always one cache line.
+#[repr(C, align(16))]
 pub(crate) struct Flow {
     /// Messages that took the slow path and are not settled yet (invariant 1),
     /// in the low bits; the [`SUSPENDED`] and [`MOVING`] flags in the high ones,
     /// so that one load decides the fast path.
     in_flight: AtomicUsize,
-    /// Set while a `Drain` notice is queued to the shard (invariant 4).
-    drain_signaled: AtomicBool,
     /// Senders waiting for the actor's in-flight count to fall, or for room in
     /// its mailbox (invariant 6); woken to try again when the actor leaves too.
     pub(crate) waiters: WaitList,
+    /// Set while a `Drain` notice is queued to the shard (invariant 4).
+    drain_signaled: AtomicBool,
 }
 
 impl Flow {
@@ -297,6 +301,7 @@ impl ShardLoad {
 /// Tasks waiting for room, each under a ticket so that a future that goes away
 /// can withdraw. Woken all at once: each tries again and registers anew if it is
 /// still refused. Empty (and unallocated) unless someone waits.
+#[repr(C)]
 pub(crate) struct WaitList {
     /// Registrations alive; checked without the lock by whoever makes room.
     waiting: AtomicUsize,
