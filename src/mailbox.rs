@@ -113,12 +113,15 @@ impl Mailbox {
     /// # Errors
     /// [`TryRecvError::Empty`] or [`TryRecvError::Disconnected`].
     pub fn try_recv(&self) -> Result<ActorMessage, TryRecvError> {
-        let msg = self.rx.try_recv().map_err(|e| match e {
-            chan::TryRecvError::Empty => TryRecvError::Empty,
-            chan::TryRecvError::Disconnected => TryRecvError::Disconnected,
-        })?;
+        // Built where it is returned, then `took_one`: the message is not moved
+        // again after it.
+        let taken = match self.rx.try_recv() {
+            Ok(msg) => Ok(msg),
+            Err(chan::TryRecvError::Empty) => return Err(TryRecvError::Empty),
+            Err(chan::TryRecvError::Disconnected) => return Err(TryRecvError::Disconnected),
+        };
         self.took_one();
-        Ok(msg)
+        taken
     }
 
     /// Waits at most `timeout` for a message (`Duration::MAX`: no limit).
@@ -196,14 +199,14 @@ impl Future for RecvFuture<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every queue's receive future is `Unpin`, and so is this one.
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll(cx) {
-            Poll::Ready(Ok(msg)) => {
-                this.mailbox.took_one();
-                Poll::Ready(Ok(msg))
-            }
-            Poll::Ready(Err(_)) => Poll::Ready(Err(Disconnected)),
-            Poll::Pending => Poll::Pending,
-        }
+        // Built where it is returned, as in `Mailbox::try_recv`.
+        let taken = match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Ready(Ok(msg)) => Poll::Ready(Ok(msg)),
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(Disconnected)),
+            Poll::Pending => return Poll::Pending,
+        };
+        this.mailbox.took_one();
+        taken
     }
 }
 

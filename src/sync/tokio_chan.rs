@@ -33,6 +33,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -52,6 +53,10 @@ pub(crate) struct Sender<T>(mpsc::Sender<T>);
 /// Receiving half; clones share the queue.
 pub(crate) struct Receiver<T>(Arc<Shared<T>>);
 
+/// Aligned to a cache line, with the lock and its state first: a receive that
+/// finds nobody else waiting touches one line of it (the `Arc`'s counts sit in
+/// the line before).
+#[repr(C, align(64))]
 struct Shared<T> {
     inner: Mutex<Inner<T>>,
     relay: Arc<Relay>,
@@ -62,25 +67,32 @@ struct Shared<T> {
 
 struct Inner<T> {
     rx: mpsc::Receiver<T>,
-    /// Futures that have had to wait and have not completed or been dropped.
-    waiting: usize,
-    next_key: u64,
-    /// The key of the future whose waker tokio holds directly, if it still waits.
-    direct_key: Option<u64>,
     /// The waker last handed to tokio directly (kept after its future completes,
     /// for `will_wake`).
     direct: Option<Waker>,
+    /// Futures that have had to wait and have not completed or been dropped.
+    waiting: usize,
+    /// The next key to hand out (keys are never reused: 2^64 of them).
+    next_key: NonZeroU64,
+    /// The key of the future whose waker tokio holds directly, if it still waits.
+    direct_key: Option<NonZeroU64>,
     /// Tokio holds the relay's waker.
     relaying: bool,
 }
 
+/// A waiting future's key.
+type Key = NonZeroU64;
+
+// The lock and what it guards fill at most the one line `Shared` starts on.
+const _: () = assert!(std::mem::size_of::<Mutex<Inner<()>>>() <= 64);
+
 /// Wakes every filed waker: the waker tokio holds while several futures wait.
 struct Relay {
-    list: Mutex<Vec<(u64, Waker)>>,
+    list: Mutex<Vec<(Key, Waker)>>,
 }
 
 impl Relay {
-    fn file(&self, key: u64, waker: &Waker) {
+    fn file(&self, key: Key, waker: &Waker) {
         let mut list = self.list.lock();
         match list.iter_mut().find(|(k, _)| *k == key) {
             Some((_, filed)) => {
@@ -92,7 +104,7 @@ impl Relay {
         }
     }
 
-    fn withdraw(&self, key: u64) {
+    fn withdraw(&self, key: Key) {
         self.list.lock().retain(|(k, _)| *k != key);
     }
 }
@@ -119,10 +131,10 @@ pub(crate) fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Shared {
         inner: Mutex::new(Inner {
             rx,
-            waiting: 0,
-            next_key: 0,
-            direct_key: None,
             direct: None,
+            waiting: 0,
+            next_key: NonZeroU64::MIN,
+            direct_key: None,
             relaying: false,
         }),
         relay_waker: Waker::from(Arc::clone(&relay)),
@@ -194,19 +206,7 @@ impl<T> Clone for Receiver<T> {
 pub(crate) struct RecvFut<'a, T> {
     rx: &'a Receiver<T>,
     /// This future's key while it counts as waiting.
-    key: Option<u64>,
-}
-
-/// Stops a future counting as waiting (it completed or was dropped).
-fn withdraw<T>(key: &mut Option<u64>, shared: &Shared<T>, inner: &mut Inner<T>) {
-    let Some(key) = key.take() else { return };
-    inner.waiting -= 1;
-    if inner.direct_key == Some(key) {
-        inner.direct_key = None;
-    }
-    if inner.relaying {
-        shared.relay.withdraw(key);
-    }
+    key: Option<Key>,
 }
 
 impl<T> Future for RecvFut<'_, T> {
@@ -217,80 +217,131 @@ impl<T> Future for RecvFut<'_, T> {
         let shared: &Shared<T> = &this.rx.0;
         let mut guard = shared.inner.lock();
         let inner = &mut *guard;
-        let polled = if inner.waiting == usize::from(this.key.is_some()) {
-            // Alone: tokio holds this future's own waker, and its `poll_recv` does
-            // the rest (a unit of budget, a look at the queue before and after
-            // filing the waker).
-            let direct = match &mut inner.direct {
-                Some(w) if w.will_wake(cx.waker()) => w,
-                slot => slot.insert(cx.waker().clone()),
-            };
-            let polled = inner.rx.poll_recv(&mut Context::from_waker(direct));
-            if inner.relaying {
-                // Tokio now holds the direct waker, not the relay's.
-                inner.relaying = false;
-                if let Some(key) = this.key {
-                    shared.relay.withdraw(key);
-                }
-            }
-            if polled.is_pending() {
-                inner.direct_key = Some(register(&mut this.key, inner));
-            }
-            polled
-        } else {
-            // One unit of the task's budget, as tokio's receiver takes: a task
-            // that used its budget yields here (and is woken at once).
-            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-            // A message already queued is taken without touching the waker slot.
-            match inner.rx.try_recv() {
-                Ok(v) => {
-                    coop.made_progress();
-                    Poll::Ready(Some(v))
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => Poll::Ready(None),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // `poll_recv` takes its own unit: give this one back first.
-                    drop(coop);
-                    let key = register(&mut this.key, inner);
-                    if !inner.relaying {
-                        inner.relaying = true;
-                        // Tokio drops the waker it replaces without waking it: the
-                        // future it belonged to moves onto the relay's list.
-                        if let (Some(k), Some(w)) = (inner.direct_key.take(), inner.direct.as_ref()) {
-                            shared.relay.file(k, w);
-                        }
-                    }
-                    shared.relay.file(key, cx.waker());
-                    inner.rx.poll_recv(&mut Context::from_waker(&shared.relay_waker))
-                }
-            }
+        if inner.waiting != usize::from(this.key.is_some()) {
+            return poll_with_others(&mut this.key, shared, inner, cx);
+        }
+        // Alone: tokio holds this future's own waker, and its `poll_recv` does the
+        // rest (a unit of budget, a look at the queue before and after filing the
+        // waker).
+        let polled = match &mut inner.direct {
+            // Tokio is handed the same waker as before: the caller's context
+            // will do.
+            Some(w) if w.will_wake(cx.waker()) => inner.rx.poll_recv(cx),
+            slot => inner.rx.poll_recv(&mut Context::from_waker(slot.insert(cx.waker().clone()))),
         };
+        if inner.relaying {
+            // Tokio now holds the direct waker, not the relay's.
+            leave_relay(this.key, shared, inner);
+        }
         match polled {
             Poll::Ready(value) => {
-                withdraw(&mut this.key, shared, inner);
+                if this.key.take().is_some() {
+                    // Alone, the only waiting future is this one: if tokio held its
+                    // waker directly, that ends here too.
+                    inner.waiting = 0;
+                    inner.direct_key = None;
+                }
                 Poll::Ready(value.ok_or(RecvError::Disconnected))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                inner.direct_key = Some(register(&mut this.key, inner));
+                Poll::Pending
+            }
         }
     }
 }
 
+/// The alone path found tokio holding the relay's waker (the others have gone):
+/// this future, if it was on the relay's list, leaves it.
+#[cold]
+#[inline(never)]
+fn leave_relay<T>(key: Option<Key>, shared: &Shared<T>, inner: &mut Inner<T>) {
+    inner.relaying = false;
+    if let Some(key) = key {
+        shared.relay.withdraw(key);
+    }
+}
+
+/// A poll while another future waits too.
+#[inline(never)]
+fn poll_with_others<T>(
+    key: &mut Option<Key>,
+    shared: &Shared<T>,
+    inner: &mut Inner<T>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, RecvError>> {
+    // One unit of the task's budget, as tokio's receiver takes: a task that used
+    // its budget yields here (and is woken at once).
+    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    // A message already queued is taken without touching the waker slot.
+    let polled = match inner.rx.try_recv() {
+        Ok(v) => {
+            coop.made_progress();
+            Poll::Ready(Some(v))
+        }
+        Err(mpsc::error::TryRecvError::Disconnected) => Poll::Ready(None),
+        Err(mpsc::error::TryRecvError::Empty) => {
+            // `poll_recv` takes its own unit: give this one back first.
+            drop(coop);
+            let k = register(key, inner);
+            if !inner.relaying {
+                inner.relaying = true;
+                // Tokio drops the waker it replaces without waking it: the future
+                // it belonged to moves onto the relay's list.
+                if let (Some(d), Some(w)) = (inner.direct_key.take(), inner.direct.as_ref()) {
+                    shared.relay.file(d, w);
+                }
+            }
+            shared.relay.file(k, cx.waker());
+            inner.rx.poll_recv(&mut Context::from_waker(&shared.relay_waker))
+        }
+    };
+    match polled {
+        Poll::Ready(value) => {
+            withdraw(key, shared, inner);
+            Poll::Ready(value.ok_or(RecvError::Disconnected))
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// Counts a future as waiting (if it is not yet) and returns its key.
-fn register<T>(key: &mut Option<u64>, inner: &mut Inner<T>) -> u64 {
+fn register<T>(key: &mut Option<Key>, inner: &mut Inner<T>) -> Key {
     *key.get_or_insert_with(|| {
         let key = inner.next_key;
-        inner.next_key += 1;
+        inner.next_key = key.saturating_add(1);
         inner.waiting += 1;
         key
     })
 }
 
+/// Stops a future counting as waiting (it completed or was dropped).
+fn withdraw<T>(key: &mut Option<Key>, shared: &Shared<T>, inner: &mut Inner<T>) {
+    let Some(key) = key.take() else { return };
+    inner.waiting -= 1;
+    if inner.direct_key == Some(key) {
+        inner.direct_key = None;
+    }
+    if inner.relaying {
+        shared.relay.withdraw(key);
+    }
+}
+
 impl<T> Drop for RecvFut<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         if self.key.is_some() {
-            let shared: &Shared<T> = &self.rx.0;
-            withdraw(&mut self.key, shared, &mut shared.inner.lock());
+            self.withdraw_on_drop();
         }
+    }
+}
+
+impl<T> RecvFut<'_, T> {
+    /// A dropped future that was waiting withdraws.
+    #[inline(never)]
+    fn withdraw_on_drop(&mut self) {
+        let shared: &Shared<T> = &self.rx.0;
+        withdraw(&mut self.key, shared, &mut shared.inner.lock());
     }
 }
 
