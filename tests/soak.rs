@@ -16,7 +16,8 @@
 //! clients were told was delivered is what the actors received and what the
 //! router counted; no channel and no client endpoint is left once the clients
 //! are gone; and the process's resident memory after the soak is within 10 % of
-//! what it was after the warm-up (both measured with every client gone).
+//! what it was after the warm-up (both measured with every client gone, after the
+//! allocator has returned its free memory: see `rss_kib`).
 
 mod common;
 
@@ -49,8 +50,17 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Resident set size of this process, in KiB.
+/// Resident set size of this process, in KiB, after the allocator has handed its
+/// free memory back to the system where it can (glibc's `malloc_trim`): what is
+/// measured is then the memory still in use, not how much free memory the
+/// allocator happened to keep from the busiest moment of the phase before.
 fn rss_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free heap memory to the system; it is
+    // safe to call at any time, from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()
