@@ -23,6 +23,7 @@ pub(crate) type DeadLetterSink = Arc<dyn Fn(DeadLetter) + Send + Sync>;
 pub(crate) enum Cmd {
     /// A message to deliver through the actor's overflow queue. The sender counted
     /// it in the actor's `in_flight` and the shard's `parked`.
+    ///
     /// It is for `who`'s registration `state`; the shard puts it into the
     /// mailbox it finds registered there, if that is still `state`.
     Deliver { who: Participant, state: Arc<MailboxState>, msg: ActorMessage },
@@ -37,6 +38,7 @@ pub(crate) enum Cmd {
     Resume(Arc<MailboxState>),
     /// The actor's mailbox was replaced: move what the old one holds ahead of
     /// the new one's (see `delivery`, invariant 8).
+    ///
     /// `old` is the entry taken out of the table (its mailbox stays open until
     /// the shard has emptied it).
     Replace { who: Participant, old: Entry, new: Arc<MailboxState> },

@@ -241,20 +241,17 @@ impl Shard {
 
     /// Moves newly filed deadlines into the heap; `false` if there were none.
     fn take_filed(&mut self) -> bool {
-        let mut fresh = std::mem::take(&mut self.fresh);
-        self.shared.timers.take_into(&mut fresh);
-        if fresh.is_empty() {
-            self.fresh = fresh;
+        let timers = &self.shared.timers;
+        timers.take_into(&mut self.fresh);
+        if self.fresh.is_empty() {
             return false;
         }
-        let timers = &self.shared.timers;
-        for (pending, deadline) in fresh.drain(..) {
+        for (pending, deadline) in self.fresh.drain(..) {
             let at = deadline.map_or(u64::MAX, |d| timers.nanos(d));
             let key = (u128::from(at) << 64) | u128::from(self.next_seq);
             self.heap.push(Filed { pending, deadline, key });
             self.next_seq += 1;
         }
-        self.fresh = fresh;
         if self.next_compaction.is_none() {
             self.next_compaction = time::now().checked_add(COMPACTION_PERIOD);
         }

@@ -25,8 +25,8 @@ pub(crate) enum OnFull {
     Wait,
 }
 
-/// Routes `msg` to `who`, registered as `entry`. Called with the table's read lock for
-/// the entry held (invariant 3).
+/// Routes `msg` to `who`, registered as `entry`. Called with the table's read
+/// lock for the entry held (invariant 3).
 ///
 /// Fast path: nothing of the actor's is in flight, so the message goes straight
 /// into the mailbox and the ack is known here. Otherwise (mailbox full, or earlier
