@@ -11,7 +11,7 @@ use crate::channels::OpenDecision;
 use crate::channels::OpenSlot;
 use crate::error::{ChannelError, OpenFailed, RequestError, RequestFailed, SendError, SendErrorKind};
 use crate::ids::{ChannelId, Participant};
-use crate::message::{ActorMessage, ChannelOpenReply};
+use crate::message::{ActorMessage, ChannelOpenReply, Queued};
 use crate::router::Router;
 use crate::sync::{time, Arc};
 use crate::timers::Pending;
@@ -70,12 +70,12 @@ impl Router {
             initial_msg,
             reply: ChannelOpenReply::new(Arc::clone(&open)),
         };
-        if let Err(e) = inner.route(target, msg, inner.overflow_bound) {
+        if let Err(e) = inner.route(target, Queued::pack(msg), inner.overflow_bound) {
             // Settle with the real cause before the returned reply handle is
             // dropped (dropping it would count as a rejection).
             let error = RequestError::from(e.kind());
             OpenSlot::decide(&open, Err(error.into()));
-            let initial_msg = match e.into_inner() {
+            let initial_msg = match e.into_inner().unpack() {
                 ActorMessage::ChannelOpen { initial_msg, .. } => Some(initial_msg),
                 _ => None,
             };
@@ -192,26 +192,20 @@ impl Router {
                 let peer = match entry.check_open(sender) {
                     Ok(peer) => peer,
                     Err(kind) => {
-                        return Err(SendError::new(kind, ActorMessage::ChannelMessage { channel_id, data }));
+                        return Err(SendError::new(kind, Queued::channel_message(channel_id, data)));
                     }
                 };
-                inner.route(peer, ActorMessage::ChannelMessage { channel_id, data }, inner.overflow_bound)
+                inner.route(peer, Queued::channel_message(channel_id, data), inner.overflow_bound)
             })
             .unwrap_or_else(|data| {
-                Err(SendError::new(
-                    SendErrorKind::ChannelNotFound,
-                    ActorMessage::ChannelMessage { channel_id, data },
-                ))
+                Err(SendError::new(SendErrorKind::ChannelNotFound, Queued::channel_message(channel_id, data)))
             });
         match routed {
             Ok(()) => {
                 inner.channels.counters.messages.bump();
                 Ok(())
             }
-            Err(e) => Err(e.map(|msg| match msg {
-                ActorMessage::ChannelMessage { data, .. } => data,
-                other => other.data().to_vec(),
-            })),
+            Err(e) => Err(e.map(Queued::into_payload)),
         }
     }
 
@@ -235,7 +229,7 @@ impl Router {
         let peer = inner.channels.close(channel_id, sender.into())?;
         // Close notices are never refused for a full mailbox: they park behind
         // earlier messages instead.
-        let _ = inner.route(peer, ActorMessage::ChannelClose { channel_id }, usize::MAX);
+        let _ = inner.route(peer, Queued::channel_close(channel_id), usize::MAX);
         Ok(())
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use crate::delivery::route::{route, OnFull};
 use crate::error::{RequestError, RequestFailed, SendError, SendErrorKind};
 use crate::ids::{ActorId, Participant};
-use crate::message::{ActorMessage, ResponseFuture};
+use crate::message::{Queued, ResponseFuture};
 use crate::router::Router;
-use crate::send_api::{into_payload, SendFuture};
+use crate::send_api::SendFuture;
 use crate::sync::{time, Arc};
 use crate::table::Gate;
 
@@ -114,7 +114,7 @@ impl ActorHandle {
     }
 
     /// Routes `msg` as [`Router::deliver`] does, through the gate.
-    fn deliver(&self, msg: ActorMessage) -> Result<(), SendError<ActorMessage>> {
+    fn deliver(&self, msg: Queued) -> Result<(), SendError<Queued>> {
         let inner = &self.router.inner;
         let Some(shard) = inner.shards.get(self.shard) else {
             return Err(inner.gone(msg));
@@ -137,7 +137,7 @@ impl ActorHandle {
     /// `ActorNotFound` once the registration ended; otherwise as for
     /// [`Router::try_send`], with the payload handed back.
     pub fn try_send(&self, data: Vec<u8>) -> Result<(), SendError> {
-        self.deliver(ActorMessage::Send { data }).map_err(|e| e.map(into_payload))
+        self.deliver(Queued::Send(data)).map_err(|e| e.map(Queued::into_payload))
     }
 
     /// [`Router::tell`] through the handle: what cannot be routed becomes a

@@ -8,7 +8,7 @@ use crate::delivery::ShardLoad;
 use crate::error::RequestError;
 use crate::fence;
 use crate::ids::Participant;
-use crate::message::ActorMessage;
+use crate::message::Queued;
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
 use crate::registration::MailboxState;
 use crate::slot::ReplySlot;
@@ -26,7 +26,7 @@ pub(crate) enum Cmd {
     ///
     /// It is for `who`'s registration `state`; the shard puts it into the
     /// mailbox it finds registered there, if that is still `state`.
-    Deliver { who: Participant, state: Arc<MailboxState>, msg: ActorMessage },
+    Deliver { who: Participant, state: Arc<MailboxState>, msg: Queued },
     /// The actor's mailbox took a message while messages were in flight.
     Drain(Arc<MailboxState>),
     /// The actor was removed from the table; clean up what the shard holds for it.

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::{Disconnected, TryRecvError};
-use crate::message::ActorMessage;
+use crate::message::{ActorMessage, Queued};
 use crate::registration::MailboxState;
 use crate::sync::{chan, time, Arc};
 
@@ -57,7 +57,7 @@ pub fn tokio_mailbox(capacity: usize) -> (MailboxSender, Mailbox) {
 
 fn assemble(
     capacity: usize,
-    (tx, rx): (chan::Sender<ActorMessage>, chan::Receiver<ActorMessage>),
+    (tx, rx): (chan::Sender<Queued>, chan::Receiver<Queued>),
 ) -> (MailboxSender, Mailbox) {
     let state = Arc::new(MailboxState::new(capacity));
     let sender = MailboxSender { tx, rx: rx.clone(), state: Arc::clone(&state) };
@@ -69,10 +69,10 @@ pub(crate) type MakeMailbox = fn(usize) -> (MailboxSender, Mailbox);
 
 /// The sending half of a mailbox, consumed by registration.
 pub struct MailboxSender {
-    pub(crate) tx: chan::Sender<ActorMessage>,
+    pub(crate) tx: chan::Sender<Queued>,
     /// Kept by the router, only to move what is left in the mailbox when it is
     /// replaced (`Router::replace_mailbox`).
-    pub(crate) rx: chan::Receiver<ActorMessage>,
+    pub(crate) rx: chan::Receiver<Queued>,
     pub(crate) state: Arc<MailboxState>,
 }
 
@@ -93,7 +93,7 @@ impl fmt::Debug for MailboxSender {
 /// with `MailboxClosed` and their payload; requests it had received resolve with
 /// `ActorNotFound`), as an actor whose task ended can no longer take anything.
 pub struct Mailbox {
-    rx: chan::Receiver<ActorMessage>,
+    rx: chan::Receiver<Queued>,
     state: Arc<MailboxState>,
 }
 
@@ -105,7 +105,7 @@ impl Mailbox {
     pub fn recv(&self) -> Result<ActorMessage, Disconnected> {
         let msg = self.rx.recv().map_err(|_| Disconnected)?;
         self.took_one();
-        Ok(msg)
+        Ok(msg.unpack())
     }
 
     /// Takes a message if one is waiting.
@@ -116,7 +116,7 @@ impl Mailbox {
         // Built where it is returned, then `took_one`: the message is not moved
         // again after it.
         let taken = match self.rx.try_recv() {
-            Ok(msg) => Ok(msg),
+            Ok(msg) => Ok(msg.unpack()),
             Err(chan::TryRecvError::Empty) => return Err(TryRecvError::Empty),
             Err(chan::TryRecvError::Disconnected) => return Err(TryRecvError::Disconnected),
         };
@@ -145,7 +145,7 @@ impl Mailbox {
             chan::RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
         })?;
         self.took_one();
-        Ok(msg)
+        Ok(msg.unpack())
     }
 
     /// Waits for a message without blocking the thread. Runtime-agnostic.
@@ -190,7 +190,7 @@ impl Mailbox {
 #[must_use = "a receive future does nothing unless polled"]
 pub struct RecvFuture<'a> {
     mailbox: &'a Mailbox,
-    inner: chan::RecvFut<'a, ActorMessage>,
+    inner: chan::RecvFut<'a, Queued>,
 }
 
 impl Future for RecvFuture<'_> {
@@ -201,7 +201,7 @@ impl Future for RecvFuture<'_> {
         let this = self.get_mut();
         // Built where it is returned, as in `Mailbox::try_recv`.
         let taken = match Pin::new(&mut this.inner).poll(cx) {
-            Poll::Ready(Ok(msg)) => Poll::Ready(Ok(msg)),
+            Poll::Ready(Ok(msg)) => Poll::Ready(Ok(msg.unpack())),
             Poll::Ready(Err(_)) => return Poll::Ready(Err(Disconnected)),
             Poll::Pending => return Poll::Pending,
         };

@@ -11,7 +11,7 @@ use crate::error::{RegisterError, RequestError, RequestFailed, UnregisterError};
 use crate::ids::{ActorId, ExternalId, Participant};
 use crate::inbox::{Cmd, DeadLetterSink, Latch, ShardHandle};
 use crate::mailbox::{Mailbox, MailboxSender};
-use crate::message::{ActorMessage, ReplyHandle, ResponseFuture};
+use crate::message::{Queued, ReplyHandle, ResponseFuture};
 use crate::metrics::{ChannelMetrics, DeadLetterReason, RouterMetrics};
 use crate::routing::{Inner, Owner};
 use crate::slot::ReplySlot;
@@ -238,7 +238,7 @@ impl Router {
             let _ = slot.complete(Err(error.into()));
             return Err(RequestFailed::new(error, Some(data)));
         }
-        let msg = ActorMessage::Request { data, reply: ReplyHandle::new(Arc::clone(&slot)) };
+        let msg = Queued::Request(data, ReplyHandle::new(Arc::clone(&slot)));
         match route(to, entry, msg, shard, self.inner.overflow_bound, OnFull::Park) {
             Ok(()) => Ok(slot),
             Err(e) => {
@@ -246,7 +246,7 @@ impl Router {
                 let error = RequestError::from(e.kind());
                 let _ = slot.complete(Err(error.into()));
                 let payload = match e.into_inner() {
-                    ActorMessage::Request { data, .. } => Some(data),
+                    Queued::Request(data, _) => Some(data),
                     _ => None,
                 };
                 Err(RequestFailed::new(error, payload))

@@ -11,7 +11,7 @@ use crate::error::{RegisterError, RequestError, SendError, SendErrorKind};
 use crate::ids::{ActorId, Participant};
 use crate::inbox::{Cmd, DeadLetterSink, ShardHandle};
 use crate::mailbox::MailboxSender;
-use crate::message::ActorMessage;
+use crate::message::Queued;
 use crate::metrics::DeadLetterReason;
 use crate::registration::{MailboxState, Registrar};
 use crate::sync::{thread, Arc, AtomicBool, Mutex, Ordering};
@@ -38,9 +38,9 @@ pub(crate) struct Waiting {
 /// What became of a message routed by [`Inner::route_or_wait`].
 pub(crate) enum Routed {
     /// Refused for want of room; the sender is registered to be woken.
-    Wait(ActorMessage),
+    Wait(Queued),
     /// Refused for good.
-    Failed(SendError<ActorMessage>),
+    Failed(SendError<Queued>),
 }
 
 /// What a node of a cluster (the `cluster` module, feature `nats`) is told about
@@ -86,12 +86,7 @@ impl Inner {
     }
 
     /// Routes `msg` to a participant, parking up to `bound` messages at its shard.
-    pub(crate) fn route(
-        &self,
-        to: Participant,
-        msg: ActorMessage,
-        bound: usize,
-    ) -> Result<(), SendError<ActorMessage>> {
+    pub(crate) fn route(&self, to: Participant, msg: Queued, bound: usize) -> Result<(), SendError<Queued>> {
         let shard = self.shard(&to);
         // `closed` is read under the table lock: shutdown sets it before emptying
         // the tables, so an entry that a racing `register` inserts after that (and
@@ -122,7 +117,7 @@ impl Inner {
     pub(crate) fn route_or_wait(
         &self,
         to: Participant,
-        msg: ActorMessage,
+        msg: Queued,
         bound: usize,
         waker: &Waker,
         waiting: &mut Waiting,
@@ -143,7 +138,7 @@ impl Inner {
         shard: &ShardHandle,
         to: Participant,
         entry: &Entry,
-        mut msg: ActorMessage,
+        mut msg: Queued,
         bound: usize,
         waker: &Waker,
         waiting: &mut Waiting,
@@ -174,7 +169,7 @@ impl Inner {
     }
 
     /// The error for a message whose target is not registered.
-    pub(crate) fn gone(&self, msg: ActorMessage) -> SendError<ActorMessage> {
+    pub(crate) fn gone(&self, msg: Queued) -> SendError<Queued> {
         let kind = if self.is_closed() { SendErrorKind::Shutdown } else { SendErrorKind::ActorNotFound };
         SendError::new(kind, msg)
     }
@@ -277,7 +272,7 @@ impl Inner {
         state.flow.waiters.wake_all();
         for channel in state.take_channels() {
             if let Leaving::NotifyPeer(peer) = self.channels.settle_for_leaver(channel, who) {
-                let _ = self.route(peer, ActorMessage::ChannelClose { channel_id: channel }, usize::MAX);
+                let _ = self.route(peer, Queued::channel_close(channel), usize::MAX);
             }
         }
         // Table readers are done with the entry (the removal took the write lock),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{RequestError, SendError, SendErrorKind};
 use crate::ids::{ActorId, Participant};
-use crate::message::ActorMessage;
+use crate::message::{ActorMessage, Queued};
 use crate::metrics::{DeadLetter, DeadLetterReason};
 use crate::router::Router;
 use crate::routing::{Routed, Waiting};
@@ -49,7 +49,9 @@ impl Router {
         if msg.is_channel_traffic() {
             return Err(SendError::new(SendErrorKind::ChannelOnly, msg));
         }
-        self.inner.route(Participant::Actor(id), msg, self.inner.overflow_bound)
+        self.inner
+            .route(Participant::Actor(id), Queued::pack(msg), self.inner.overflow_bound)
+            .map_err(|e| e.map(Queued::unpack))
     }
 
     /// Sends a one-way message and reports whether it was accepted. Never waits:
@@ -68,7 +70,9 @@ impl Router {
     /// assert_eq!(err.into_inner(), b"lost?");
     /// ```
     pub fn try_send(&self, id: ActorId, data: Vec<u8>) -> Result<(), SendError> {
-        self.deliver(id, ActorMessage::Send { data }).map_err(|e| e.map(into_payload))
+        self.inner
+            .route(Participant::Actor(id), Queued::Send(data), self.inner.overflow_bound)
+            .map_err(|e| e.map(Queued::into_payload))
     }
 
     /// The former name of [`try_send`](Self::try_send), which it calls.
@@ -192,14 +196,6 @@ impl Router {
     }
 }
 
-/// The payload of a one-way message handed back.
-pub(crate) fn into_payload(msg: ActorMessage) -> Vec<u8> {
-    match msg {
-        ActorMessage::Send { data } => data,
-        other => other.data().to_vec(),
-    }
-}
-
 /// A send waiting for room: [`Router::send_async`],
 /// [`Router::send_async_timeout`].
 ///
@@ -214,7 +210,7 @@ pub struct SendFuture<'a> {
     router: &'a Router,
     to: Participant,
     /// The message, until it is accepted or handed back.
-    msg: Option<ActorMessage>,
+    msg: Option<Queued>,
     /// `None`: no limit. `Some(None)`: a timeout too long for an `Instant`, also
     /// no limit. `Some(Some(at))`: give up at `at`.
     deadline: Option<Option<Instant>>,
@@ -232,7 +228,7 @@ impl<'a> SendFuture<'a> {
         Self {
             router,
             to: Participant::Actor(id),
-            msg: Some(ActorMessage::Send { data }),
+            msg: Some(Queued::Send(data)),
             deadline,
             timer: None,
             waiting: Waiting::default(),
@@ -248,12 +244,12 @@ impl<'a> SendFuture<'a> {
     }
 
     /// Ends the send: withdraws its wait and lets go of its deadline.
-    fn finish(&mut self, outcome: Result<(), SendError<ActorMessage>>) -> Poll<Result<(), SendError>> {
+    fn finish(&mut self, outcome: Result<(), SendError<Queued>>) -> Poll<Result<(), SendError>> {
         self.router.inner.stop_waiting(&mut self.waiting);
         if let Some(timer) = self.timer.take() {
             timer.abandon();
         }
-        Poll::Ready(outcome.map_err(|e| e.map(into_payload)))
+        Poll::Ready(outcome.map_err(|e| e.map(Queued::into_payload)))
     }
 
     /// Whether the deadline has ended the wait: `Ready` with why (`Timeout`, or

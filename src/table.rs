@@ -18,7 +18,7 @@
 
 use crate::ids::Participant;
 use crate::mailbox::MailboxSender;
-use crate::message::ActorMessage;
+use crate::message::Queued;
 use crate::registration::MailboxState;
 use crate::sync::{chan, map::ConcurrentMap, Arc, RwLock};
 
@@ -34,18 +34,18 @@ pub(crate) type Table = ConcurrentMap<Participant, Entry>;
 /// ends. The mailbox disconnects when the last clone goes.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) tx: chan::Sender<ActorMessage>,
+    pub(crate) tx: chan::Sender<Queued>,
     /// A receiving handle of the mailbox, used only by the shard to move what is
     /// left in it when the mailbox is replaced.
-    pub(crate) rx: chan::Receiver<ActorMessage>,
+    pub(crate) rx: chan::Receiver<Queued>,
     pub(crate) state: Arc<MailboxState>,
 }
 
 /// The outcome of one attempt to put a message into a mailbox.
 pub(crate) enum Attempt {
     Delivered,
-    Full(ActorMessage),
-    Closed(ActorMessage),
+    Full(Queued),
+    Closed(Queued),
 }
 
 impl Entry {
@@ -63,7 +63,7 @@ impl Entry {
         Arc::ptr_eq(&self.state, state)
     }
 
-    pub(crate) fn try_put(&self, msg: ActorMessage) -> Attempt {
+    pub(crate) fn try_put(&self, msg: Queued) -> Attempt {
         match self.tx.try_send(msg) {
             Ok(()) => Attempt::Delivered,
             Err(chan::TrySendError::Full(m)) => Attempt::Full(m),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::{ChannelError, RequestError};
 use crate::ids::{ActorId, ChannelId, Participant};
-use crate::message::{reply_channel, ActorMessage};
+use crate::message::{reply_channel, Queued};
 use crate::metrics::DeadLetterReason;
 
 use super::directory::Seen;
@@ -177,7 +177,7 @@ fn deliver(node: &Node, to: ActorId, data: Vec<u8>) {
     let who = Participant::Actor(to);
     let refused = if is_local(node, to) {
         let inner = node.inner();
-        match inner.route(who, ActorMessage::Send { data }, inner.overflow_bound) {
+        match inner.route(who, Queued::Send(data), inner.overflow_bound) {
             Ok(()) => return,
             Err(e) => {
                 let reason = match e.kind() {
@@ -188,7 +188,7 @@ fn deliver(node: &Node, to: ActorId, data: Vec<u8>) {
                     crate::SendErrorKind::ShardFailed => DeadLetterReason::ShardFailed,
                     _ => DeadLetterReason::ActorNotFound,
                 };
-                (e.into_inner().data().to_vec(), reason)
+                (e.into_inner().into_payload(), reason)
             }
         }
     } else {
@@ -202,11 +202,7 @@ async fn request(node: &Arc<Node>, from: &str, corr: u64, to: ActorId, wait_ms: 
     let outcome = if is_local(node, to) {
         let (handle, rx) = reply_channel();
         let inner = node.inner();
-        match inner.route(
-            Participant::Actor(to),
-            ActorMessage::Request { data, reply: handle },
-            inner.overflow_bound,
-        ) {
+        match inner.route(Participant::Actor(to), Queued::Request(data, handle), inner.overflow_bound) {
             Ok(()) => {
                 let (node, from) = (Arc::clone(node), from.to_owned());
                 let wait = Duration::from_millis(wait_ms);

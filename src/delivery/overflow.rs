@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use crate::error::RequestError;
 use crate::ids::Participant;
 use crate::inbox::{deliver_dead_letter, DeadLetterSink, Shared};
-use crate::message::ActorMessage;
+use crate::message::Queued;
 use crate::metrics::{Counters, DeadLetter, DeadLetterReason};
 use crate::registration::MailboxState;
 use crate::sync::{Arc, HashMap, Ordering};
@@ -20,7 +20,7 @@ use crate::table::{self, Attempt, Entry};
 struct Queue {
     who: Participant,
     state: Arc<MailboxState>,
-    messages: VecDeque<ActorMessage>,
+    messages: VecDeque<Queued>,
     /// Not drained: the actor is suspended (invariant 7), or its mailbox was
     /// replaced and the queue waits to be moved (invariant 8). A held queue is
     /// kept even when empty.
@@ -43,7 +43,7 @@ impl Overflow {
 
     /// A message posted by a sender (`Cmd::Deliver`): behind what is parked for
     /// the actor, or into its mailbox if nothing is.
-    pub(crate) fn deliver(&mut self, who: Participant, state: Arc<MailboxState>, msg: ActorMessage) {
+    pub(crate) fn deliver(&mut self, who: Participant, state: Arc<MailboxState>, msg: Queued) {
         let key = table::key(&state);
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.messages.push_back(msg);
@@ -69,7 +69,7 @@ impl Overflow {
     }
 
     /// Starts a queue for registration `state` with `msg`.
-    fn park(&mut self, who: Participant, state: Arc<MailboxState>, msg: ActorMessage, held: bool) {
+    fn park(&mut self, who: Participant, state: Arc<MailboxState>, msg: Queued, held: bool) {
         self.queues.insert(table::key(&state), Queue { who, state, messages: VecDeque::from([msg]), held });
         self.depth += 1;
         self.publish_depth();
@@ -195,7 +195,7 @@ impl Overflow {
         &self,
         who: Participant,
         state: &MailboxState,
-        msg: ActorMessage,
+        msg: Queued,
         reason: DeadLetterReason,
     ) {
         let outcome = match reason {
@@ -206,6 +206,7 @@ impl Overflow {
             DeadLetterReason::MailboxFull => RequestError::MailboxFull,
             DeadLetterReason::ActorNotFound | DeadLetterReason::Unregistered => RequestError::ActorNotFound,
         };
+        let msg = msg.unpack();
         let channel_id = msg.channel_id();
         if let Some(data) = msg.undeliverable(outcome) {
             let letter = DeadLetter { target: who, channel_id, data, reason };
@@ -216,12 +217,7 @@ impl Overflow {
 
     /// Puts `msg` into the mailbox under the table's read lock, if `who` is
     /// still registered as `state` (invariant 3).
-    fn attempt(
-        &self,
-        who: Participant,
-        state: &Arc<MailboxState>,
-        msg: ActorMessage,
-    ) -> Result<Attempt, ActorMessage> {
+    fn attempt(&self, who: Participant, state: &Arc<MailboxState>, msg: Queued) -> Result<Attempt, Queued> {
         self.shared
             .table
             .with(

@@ -4,7 +4,7 @@
 use crate::error::{SendError, SendErrorKind};
 use crate::ids::Participant;
 use crate::inbox::{Cmd, ShardHandle};
-use crate::message::ActorMessage;
+use crate::message::Queued;
 use crate::metrics::Counters;
 use crate::sync::{queue, Arc};
 use crate::table::{Attempt, Entry};
@@ -39,11 +39,11 @@ pub(crate) enum OnFull {
 pub(crate) fn route(
     who: Participant,
     entry: &Entry,
-    msg: ActorMessage,
+    msg: Queued,
     shard: &ShardHandle,
     bound: usize,
     on_full: OnFull,
-) -> Result<(), SendError<ActorMessage>> {
+) -> Result<(), SendError<Queued>> {
     let shared = &shard.shared;
     let flow = &entry.state.flow;
     let msg = if flow.direct() {
