@@ -1155,6 +1155,66 @@ fn forged_channel_traffic_is_refused_by_deliver() {
     assert_eq!(c_rx.try_recv().unwrap().data(), b"plain");
 }
 
+/// What a refused `deliver` or `channel_send` hands back is what was given, field
+/// for field, from both places a refusal comes from: before the mailbox (no such
+/// actor) and from the mailbox itself (full, nothing may park). The router carries
+/// messages in a packed form; this is the unpacking on the way back.
+#[test]
+fn a_refused_message_comes_back_whole() {
+    for tokio_mailboxes in [false, true] {
+        let router = Router::builder()
+            .shards(1)
+            .mailbox_capacity(1)
+            .overflow(OverflowPolicy::Reject)
+            .tokio_mailboxes(tokio_mailboxes)
+            .build()
+            .unwrap();
+        let (a, a_rx) = actor(&router);
+        let (b, _b_rx) = actor(&router);
+        router.try_send(a, b"fills the mailbox".to_vec()).unwrap();
+
+        for (to, kind) in [(ActorId::new(), SendErrorKind::ActorNotFound), (a, SendErrorKind::MailboxFull)] {
+            let (reply, answer) = reply_channel();
+            let err = router.deliver(to, ActorMessage::Request { data: b"q".to_vec(), reply }).unwrap_err();
+            assert_eq!(err.kind(), kind);
+            let ActorMessage::Request { data, reply } = err.into_inner() else {
+                panic!("deliver handed back something else")
+            };
+            assert_eq!(data, b"q");
+            // The handle still answers the requester that made it.
+            reply.reply(b"answer".to_vec()).unwrap();
+            assert_eq!(answer.recv().unwrap(), b"answer");
+
+            let err = router.try_send(to, b"one-way".to_vec()).unwrap_err();
+            assert_eq!((err.kind(), err.into_inner()), (kind, b"one-way".to_vec()));
+        }
+
+        // A channel message from a participant to a full mailbox, and from a
+        // non-participant: the payload comes back either way.
+        assert_eq!(a_rx.try_recv().unwrap().data(), b"fills the mailbox");
+        let r = router.clone();
+        let opener = thread::spawn(move || r.open_channel(b, a, Vec::new(), LONG));
+        let ActorMessage::ChannelOpen { reply, initiator, .. } = a_rx.recv_timeout(LONG).expect("an open")
+        else {
+            panic!("expected the open")
+        };
+        assert_eq!(initiator, Participant::Actor(b));
+        reply.accept(None).unwrap();
+        let ch = bounded("the opener", move || opener.join().unwrap()).unwrap().id;
+        router.channel_send(ch, b, b"fills it again".to_vec()).unwrap();
+        let err = router.channel_send(ch, b, b"refused".to_vec()).unwrap_err();
+        assert_eq!((err.kind(), err.into_inner()), (SendErrorKind::MailboxFull, b"refused".to_vec()));
+        let err = router.channel_send(ch, ActorId::new(), b"stranger".to_vec()).unwrap_err();
+        assert_eq!((err.kind(), err.into_inner()), (SendErrorKind::NotParticipant, b"stranger".to_vec()));
+        match a_rx.recv_timeout(LONG).expect("the channel message") {
+            ActorMessage::ChannelMessage { channel_id, data, .. } => {
+                assert_eq!((channel_id, data), (ch, b"fills it again".to_vec()));
+            }
+            other => panic!("expected the channel message, got {other:?}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // 8. The per-shard parking bound.
 
