@@ -156,6 +156,7 @@ pub(crate) enum Queued {
 }
 
 impl Queued {
+    /// Packs `msg`, boxing the kinds that are not stored inline.
     #[inline]
     pub(crate) fn pack(msg: ActorMessage) -> Self {
         match msg {
@@ -190,6 +191,7 @@ impl Queued {
         }
     }
 
+    /// The message as the actor receives it.
     #[inline]
     pub(crate) fn unpack(self) -> ActorMessage {
         match self {
