@@ -65,6 +65,11 @@ impl IdHasher {
         (product as u64) ^ ((product >> 64) as u64)
     }
 
+    /// Mixes 16 bytes, as two little-endian words, into the state.
+    fn absorb(&mut self, lo: u64, hi: u64) {
+        self.acc = Self::fold(lo ^ self.k0 ^ self.acc, hi ^ self.k1);
+    }
+
     fn word(bytes: &[u8]) -> u64 {
         let mut word = [0u8; 8];
         word[..bytes.len()].copy_from_slice(bytes);
@@ -76,7 +81,7 @@ impl std::hash::Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(16) {
             let (lo, hi) = chunk.split_at(chunk.len().min(8));
-            self.acc = Self::fold(Self::word(lo) ^ self.k0 ^ self.acc, Self::word(hi) ^ self.k1);
+            self.absorb(Self::word(lo), Self::word(hi));
         }
     }
 
@@ -100,7 +105,7 @@ impl std::hash::Hasher for IdHasher {
     /// little-endian bytes, without the byte loop (std's default goes through
     /// it, about 80 instructions a lookup).
     fn write_u128(&mut self, i: u128) {
-        self.acc = Self::fold((i as u64) ^ self.k0 ^ self.acc, ((i >> 64) as u64) ^ self.k1);
+        self.absorb(i as u64, (i >> 64) as u64);
     }
 
     fn finish(&self) -> u64 {
